@@ -1,0 +1,1 @@
+"""outage-sms: command line, broker launchers and operational tooling."""

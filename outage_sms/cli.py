@@ -1,0 +1,216 @@
+"""``outage-sms``: the one entry point. Every command has ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+__all__ = ["main"]
+
+log = logging.getLogger("outage_sms")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from topology.settings import Settings
+
+    return Settings()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from .brokers import ensure_kafka_jars, start_broker
+
+    if args.prepare:
+        path = ensure_kafka_jars(progress=lambda m: print(m, file=sys.stderr, flush=True))
+        print(path)
+        return 0
+    print(f"starting {args.kind} broker ...", file=sys.stderr, flush=True)
+    broker = start_broker(
+        args.kind, port=args.port, progress=lambda m: print(m, file=sys.stderr, flush=True)
+    )
+    try:
+        if args.create_topics:
+            from .admin import ensure_topics
+
+            settings = _settings().model_copy(
+                update={
+                    "bootstrap_servers": broker.bootstrap,
+                    "broker_kind": "tansu" if args.kind == "tansu" else "kafka",
+                }
+            )
+            report = asyncio.run(ensure_topics(settings))
+            print(f"created {len(report.created)} topics", file=sys.stderr, flush=True)
+        print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
+        print("broker running; Ctrl-C stops it", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                if broker.process is not None and broker.process.poll() is not None:
+                    print(f"broker exited; log: {broker.log_path}", file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        broker.stop()
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from .admin import ensure_topics
+
+    settings = _settings()
+    report = asyncio.run(ensure_topics(settings, create=not args.check))
+    for name in report.created:
+        print(f"created  {name}")
+    for name in report.existing:
+        print(f"exists   {name}")
+    return 0
+
+
+def cmd_topics_list(args: argparse.Namespace) -> int:
+    from topology.topics import TopicRegistry
+
+    settings = _settings()
+    print(f"{'topic':48} {'key':12} {'parts':>5}  policy")
+    for spec in TopicRegistry(settings):
+        policy = (
+            "compact"
+            if spec.compacted
+            else f"delete {spec.retention_ms // 86_400_000}d"
+            if spec.retention_ms
+            else "delete"
+        )
+        print(f"{spec.name:48} {spec.key:12} {spec.partitions:>5}  {policy}")
+    return 0
+
+
+def cmd_schemas_export(args: argparse.Namespace) -> int:
+    import schemas
+
+    directory = Path(args.dir) if args.dir else schemas.JSON_DIR
+    rendered = schemas.render_json_schemas()
+    if args.check:
+        stale = [
+            n
+            for n, text in rendered.items()
+            if not (directory / n).is_file() or (directory / n).read_text() != text
+        ]
+        if stale:
+            print(f"out of date: {', '.join(stale)}; run `outage-sms schemas export`")
+            return 1
+        print(f"{len(rendered)} JSON Schema files are up to date in {directory}")
+        return 0
+    for path in schemas.export_json_schemas(directory):
+        print(path)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    return run_worker(_settings(), create_topics=not args.no_create_topics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="outage-sms",
+        description="Texts customers the moment an outage is detected. Configuration comes "
+        "from environment variables (OUTAGE_SMS_*, KAFKA_BOOTSTRAP_SERVERS); see README.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    w = sub.add_parser(
+        "worker",
+        help="run the stream processor",
+        description="Run the worker. Without KAFKA_BOOTSTRAP_SERVERS it starts "
+        "the embedded Tansu broker first and creates the topics.",
+    )
+    w.add_argument(
+        "--no-create-topics", action="store_true", help="fail instead of creating missing topics"
+    )
+    w.set_defaults(func=cmd_worker)
+
+    b = sub.add_parser(
+        "broker",
+        help="start a real Kafka-compatible broker",
+        description="Start a broker and print its bootstrap address; runs until "
+        "Ctrl-C. tansu: embedded, memory-only, no transactions. kafka: Apache "
+        "Kafka (KRaft) from Maven Central jars, needs Java 17+. container: "
+        "testcontainers, needs a Docker engine.",
+    )
+    b.add_argument("--kind", choices=["tansu", "kafka", "container"], default="tansu")
+    b.add_argument("--port", type=int, default=None, help="listener port (default: a free one)")
+    b.add_argument("--create-topics", action="store_true", help="create the app's topics")
+    b.add_argument(
+        "--prepare", action="store_true", help="only fetch and cache Apache Kafka's jars, then exit"
+    )
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser(
+        "topics",
+        help="create or list the app's topics",
+        description="Topics of the registry, with partitions and cleanup policy.",
+    )
+    tsub = t.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    tc = tsub.add_parser(
+        "create",
+        help="create missing topics, check partition counts",
+        description="Create every missing topic with the right partitions "
+        "and cleanup policy; fail on a partition-count mismatch.",
+    )
+    tc.add_argument("--check", action="store_true", help="only check, create nothing")
+    tc.set_defaults(func=cmd_topics_create)
+    tl = tsub.add_parser(
+        "list",
+        help="print the topic registry (no broker needed)",
+        description="Print every topic the app uses, resolved from the env.",
+    )
+    tl.set_defaults(func=cmd_topics_list)
+
+    s = sub.add_parser(
+        "schemas",
+        help="JSON Schema of every topic",
+        description="JSON Schema files for teams that do not use Python.",
+    )
+    ssub = s.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
+    se = ssub.add_parser(
+        "export",
+        help="write JSON Schema files",
+        description="Write one JSON Schema file per topic model.",
+    )
+    se.add_argument("--dir", help="target directory (default: schemas/json in the package)")
+    se.add_argument("--check", action="store_true", help="exit 1 if the files are out of date")
+    se.set_defaults(func=cmd_schemas_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from .admin import ConfigurationError
+    from .brokers import BrokerError
+
+    try:
+        return int(args.func(args))
+    except (ConfigurationError, BrokerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Shared building blocks of the topic contract.
+
+Every record on a topic is a frozen pydantic model with a ``schema_version``. Changes are
+additive only, so readers ignore fields they do not know (``extra="ignore"``) and an old
+consumer keeps working when a producer adds one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+import phonenumbers
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+
+__all__ = ["E164", "IanaTimezone", "Record", "UtcDatetime", "format_utc", "parse_e164"]
+
+
+def format_utc(value: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` suffix, the one timestamp form on every topic."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _require_aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamp must carry a timezone (ISO-8601 with Z or an offset)")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_require_aware),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
+]
+"""A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
+
+
+def parse_e164(value: str) -> str:
+    """Validate a phone number already written in E.164 and return its canonical form.
+
+    Numbers must arrive in E.164 (``+`` and country code): guessing a region for a local
+    number would text the wrong person.
+    """
+    if not isinstance(value, str) or not value.startswith("+"):
+        raise ValueError("phone number must be in E.164 form, e.g. +14155550123")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+E164 = Annotated[str, AfterValidator(parse_e164)]
+
+
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r}") from None
+    return value
+
+
+IanaTimezone = Annotated[str | None, AfterValidator(_check_zone)]
+
+
+class Record(BaseModel):
+    """Base of every topic model: immutable, tolerant of unknown fields, orjson on the wire."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | str) -> Self:
+        return cls.model_validate(orjson.loads(data))
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> Self:
+        return cls.model_validate(obj)

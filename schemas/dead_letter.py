@@ -1,0 +1,42 @@
+"""``<input>.dlq``: a record we could not accept, with its original bytes and the reason."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Record, UtcDatetime
+
+__all__ = ["DeadLetter", "RejectReason"]
+
+
+class RejectReason(StrEnum):
+    NULL_KEY = "null_key"
+    KEY_MISMATCH = "key_mismatch"
+    OVERSIZED = "oversized"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    VALIDATION = "validation"
+    INVALID_PHONE = "invalid_phone"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    FORBIDDEN_CONTENT = "forbidden_content"
+
+
+class DeadLetter(Record):
+    """Original bytes are base64 (JSON cannot carry raw bytes); huge values are truncated."""
+
+    schema_version: Literal[1] = 1
+    source_topic: str
+    partition: int
+    offset: int
+    timestamp: UtcDatetime | None = None
+    reason: RejectReason
+    error: str = Field(description="Human-readable detail naming the offending field.")
+    key_b64: str | None = None
+    value_b64: str | None = None
+    value_size: int = Field(description="Size of the original value in bytes.")
+    value_truncated: bool = False
+    value_sha256: str | None = None
+    rejected_at: UtcDatetime

@@ -1,0 +1,1 @@
+"""The Faust wiring: settings, the topic registry, tables and thin agents."""

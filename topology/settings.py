@@ -1,0 +1,89 @@
+"""All configuration, from environment variables with an ``OUTAGE_SMS_`` prefix.
+
+Built once in :func:`topology.app.create_app`, never read at import time. Raising
+``app_version`` gives Faust new table and changelog names: the worker then starts with
+EMPTY tables (customers, opt-outs) until they are rebuilt, so do it only on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OUTAGE_SMS_", extra="ignore")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "OUTAGE_SMS_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]. Unset: the worker starts the embedded Tansu broker.",
+    )
+    broker_kind: Literal["kafka", "tansu"] = Field(
+        default="kafka",
+        description="What the broker is: 'tansu' shortens group timeouts (its JoinGroup waits "
+        "half the session timeout) and never uses transactions.",
+    )
+    app_id: str = Field(default="outage-sms", description="Faust app id and consumer group.")
+    app_version: int = Field(default=1, description="Faust table version; see module docs.")
+    topic_prefix: str = Field(default="", description="Prepended to every topic name.")
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        description="Partitions of every topic this app creates. Phone-keyed topics and "
+        "table changelogs are co-partitioned and must all have this count.",
+    )
+    replication_factor: int = Field(default=1, ge=1)
+
+    topic_outage_events: str = "outage.events"
+    topic_customer_regions: str = "customer.regions"
+    topic_inbound: str = "sms.inbound"
+    topic_send_commands: str = "sms.send-commands"
+    topic_delivery_status: str = "sms.delivery-status"
+    topic_audit: str = "sms.audit"
+    dlq_suffix: str = Field(default=".dlq", description="Dead-letter topic: <input><suffix>.")
+
+    store: str = Field(
+        default="rocksdb://",
+        description="Table store: rocksdb:// (persistent, rocksdict) or memory:// (tests).",
+    )
+    data_dir: Path = Field(default=Path("var/outage-sms"), description="RocksDB and Faust data.")
+    rocksdb_block_cache_mb: int = Field(
+        default=64, ge=1, description="Per-partition block cache (Faust's default is 2 GiB)."
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once needs Apache Kafka; deterministic ids are the real guarantee.",
+    )
+    max_record_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Larger input values go to the DLQ."
+    )
+    retention_days: int = Field(default=7, ge=1, description="Retention of non-compacted topics.")
+
+    web_enabled: bool = Field(default=False, description="Serve Faust's web server.")
+    web_port: int = 6066
+    log_level: str = "INFO"
+
+    def topic_name(self, base: str) -> str:
+        return f"{self.topic_prefix}{base}"
+
+    @property
+    def faust_id(self) -> str:
+        """Faust's app id; also the prefix of its changelog topics."""
+        return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def changelog_prefix(self) -> str:
+        """Faust names changelogs ``<id>[-v<version>]-<table>-changelog``."""
+        return self.faust_id if self.app_version <= 1 else f"{self.faust_id}-v{self.app_version}"
+
+    def group_timeouts(self) -> tuple[float, float, float]:
+        """(session, heartbeat, rebalance) seconds for consumer groups."""
+        if self.broker_kind == "tansu":
+            return 6.0, 1.0, 6.0
+        return 30.0, 3.0, 60.0

@@ -1,0 +1,179 @@
+"""The one registry of topics: name, key, model, partitions and cleanup policy.
+
+No topic-name string appears anywhere else. ``outage-sms topics create`` creates exactly
+what is listed here (Tansu auto-creates unknown topics with 4 partitions, so workers must
+never be the ones to create them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from schemas import (
+    AuditRecord,
+    CustomerRecord,
+    DeadLetter,
+    DeliveryStatus,
+    InboundSms,
+    OutageEvent,
+    Record,
+    SendCommand,
+)
+
+from .settings import Settings
+
+__all__ = ["Role", "TopicSpec", "TopicRegistry"]
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class Role(StrEnum):
+    OUTAGE_EVENTS = "outage_events"
+    CUSTOMER_REGIONS = "customer_regions"
+    INBOUND = "inbound"
+    SEND_COMMANDS = "send_commands"
+    DELIVERY_STATUS = "delivery_status"
+    AUDIT = "audit"
+    OUTAGE_EVENTS_DLQ = "outage_events_dlq"
+    CUSTOMER_REGIONS_DLQ = "customer_regions_dlq"
+    INBOUND_DLQ = "inbound_dlq"
+    # Internal: customers re-keyed by phone, and the table changelogs.
+    CUSTOMERS_BY_PHONE = "customers_by_phone"
+    CUSTOMER_PHONE_CHANGELOG = "customer_phone_changelog"
+    SUBSCRIBERS_CHANGELOG = "subscribers_changelog"
+    OUTAGES_CHANGELOG = "outages_changelog"
+
+
+#: Faust table name -> the changelog role; Faust names it ``<app_id>-<table>-changelog``.
+TABLES: dict[str, Role] = {
+    "customer_phone": Role.CUSTOMER_PHONE_CHANGELOG,
+    "subscribers": Role.SUBSCRIBERS_CHANGELOG,
+    "outages": Role.OUTAGES_CHANGELOG,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    role: Role
+    name: str
+    key: str
+    model: type[Record] | None
+    partitions: int
+    compacted: bool
+    retention_ms: int | None
+    internal: bool = False
+
+    def configs(self) -> dict[str, str]:
+        if self.compacted:
+            return {"cleanup.policy": "compact"}
+        if self.retention_ms is None:
+            return {"cleanup.policy": "delete"}
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+
+
+class TopicRegistry:
+    """Every topic the app reads or writes, resolved against the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = settings
+        p = s.partitions
+        keep = s.retention_days * DAY_MS
+        dlq = 30 * DAY_MS  # dead letters wait for a human: keep them longer
+
+        def t(base: str) -> str:
+            return s.topic_name(base)
+
+        def changelog(table: str) -> str:
+            return f"{s.changelog_prefix}-{table}-changelog"
+
+        specs = [
+            TopicSpec(
+                Role.OUTAGE_EVENTS,
+                t(s.topic_outage_events),
+                "outage_id",
+                OutageEvent,
+                p,
+                False,
+                90 * DAY_MS,
+            ),
+            TopicSpec(
+                Role.CUSTOMER_REGIONS,
+                t(s.topic_customer_regions),
+                "customer_id",
+                CustomerRecord,
+                p,
+                True,
+                None,
+            ),
+            TopicSpec(Role.INBOUND, t(s.topic_inbound), "phone", InboundSms, p, False, keep),
+            TopicSpec(
+                Role.SEND_COMMANDS, t(s.topic_send_commands), "phone", SendCommand, p, False, keep
+            ),
+            TopicSpec(
+                Role.DELIVERY_STATUS,
+                t(s.topic_delivery_status),
+                "phone",
+                DeliveryStatus,
+                p,
+                False,
+                keep,
+            ),
+            TopicSpec(Role.AUDIT, t(s.topic_audit), "phone", AuditRecord, p, False, 400 * DAY_MS),
+            TopicSpec(
+                Role.OUTAGE_EVENTS_DLQ,
+                t(s.topic_outage_events + s.dlq_suffix),
+                "source key",
+                DeadLetter,
+                1,
+                False,
+                dlq,
+            ),
+            TopicSpec(
+                Role.CUSTOMER_REGIONS_DLQ,
+                t(s.topic_customer_regions + s.dlq_suffix),
+                "source key",
+                DeadLetter,
+                1,
+                False,
+                dlq,
+            ),
+            TopicSpec(
+                Role.INBOUND_DLQ,
+                t(s.topic_inbound + s.dlq_suffix),
+                "source key",
+                DeadLetter,
+                1,
+                False,
+                dlq,
+            ),
+            TopicSpec(
+                Role.CUSTOMERS_BY_PHONE,
+                f"{s.faust_id}-customers-by-phone",
+                "phone",
+                None,
+                p,
+                True,
+                None,
+                internal=True,
+            ),
+        ]
+        specs += [
+            TopicSpec(role, changelog(table), "table key", None, p, True, None, internal=True)
+            for table, role in TABLES.items()
+        ]
+        self._by_role = {spec.role: spec for spec in specs}
+
+    def __getitem__(self, role: Role) -> TopicSpec:
+        return self._by_role[role]
+
+    def __iter__(self) -> Iterator[TopicSpec]:
+        return iter(self._by_role.values())
+
+    def all(self) -> list[TopicSpec]:
+        return list(self._by_role.values())
+
+    def co_partitioned(self) -> list[TopicSpec]:
+        """Topics whose partition counts must match (``PartitionsMismatch`` otherwise)."""
+        return [s for s in self._by_role.values() if s.key in ("phone", "table key")]
