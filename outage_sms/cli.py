@@ -208,8 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"error: invalid configuration:\n{_explain_settings(exc)}", file=sys.stderr)
         return 2
+
+
+def _explain_settings(exc: ValidationError) -> str:
+    """Name the environment variable to fix, not pydantic's field path."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = (
+            "KAFKA_BOOTSTRAP_SERVERS"
+            if field == "bootstrap_servers"
+            else (f"OUTAGE_SMS_{field.upper()}")
+        )
+        lines.append(f"  {var}={err.get('input')!r}: {err['msg']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ consumer keeps working when a producer adds one.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,13 +38,16 @@ UtcDatetime = Annotated[
 """A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
 
 
+_E164_SYNTAX = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
 def parse_e164(value: str) -> str:
     """Validate a phone number already written in E.164 and return its canonical form.
 
     Numbers must arrive in E.164 (``+`` and country code): guessing a region for a local
     number would text the wrong person.
     """
-    if not isinstance(value, str) or not value.startswith("+"):
+    if not isinstance(value, str) or not _E164_SYNTAX.fullmatch(value):
         raise ValueError("phone number must be in E.164 form, e.g. +14155550123")
     try:
         parsed = phonenumbers.parse(value, None)
@@ -80,7 +84,8 @@ class Record(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes | str) -> Self:
-        return cls.model_validate(orjson.loads(data))
+        """Strict: a string is never coerced into a number or a boolean."""
+        return cls.model_validate_json(data, strict=True)
 
     @classmethod
     def from_obj(cls, obj: Any) -> Self:

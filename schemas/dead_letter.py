@@ -22,6 +22,9 @@ class RejectReason(StrEnum):
     INVALID_PHONE = "invalid_phone"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     FORBIDDEN_CONTENT = "forbidden_content"
+    #: A bug of ours, not the record's fault: kept here so the stream moves on and nothing
+    #: is lost; replay it from the DLQ once fixed.
+    PROCESSING_ERROR = "processing_error"
 
 
 class DeadLetter(Record):

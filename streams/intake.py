@@ -95,7 +95,8 @@ def _validate(model: type[M], value: bytes, max_bytes: int) -> M | Rejected:
             f"schema_version {version!r} is not supported (this worker reads 1)",
         )
     try:
-        return model.model_validate(obj)
+        # Strict JSON validation: "3" is not a version, "yes" is not consent.
+        return model.model_validate_json(value, strict=True)
     except ValidationError as exc:
         return _explain(exc)
 
@@ -109,7 +110,9 @@ def _explain(exc: ValidationError) -> Rejected:
     return Rejected(reason, "; ".join(parts))
 
 
-def decode_outage(key: bytes | None, value: bytes | None, max_bytes: int) -> Decoded[OutageEvent]:
+def decode_outage(
+    key: bytes | None, value: bytes | None, max_bytes: int
+) -> Accepted[OutageEvent] | Rejected:
     """``outage.events``: key must be the outage id; outages are never tombstoned."""
     k = _key_text(key)
     if isinstance(k, Rejected):
@@ -141,7 +144,9 @@ def decode_customer(
     return Accepted(rec)
 
 
-def decode_inbound(key: bytes | None, value: bytes | None, max_bytes: int) -> Decoded[InboundSms]:
+def decode_inbound(
+    key: bytes | None, value: bytes | None, max_bytes: int
+) -> Accepted[InboundSms] | Rejected:
     """``sms.inbound``: keyed by the customer's number so it lands beside their state."""
     k = _key_text(key)
     if isinstance(k, Rejected):

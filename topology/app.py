@@ -7,6 +7,7 @@ with its own settings (topic prefix, store, partitions).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +15,9 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from schemas import AuditRecord, DeadLetter
+from schemas import AuditRecord, DeadLetter, RejectReason
 from streams.customers import apply_phone_change, decode_phone_change, rekey_customer
 from streams.intake import (
-    Accepted,
     Rejected,
     Tombstone,
     dead_letter,
@@ -145,19 +145,32 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         )
         await built.topics[dlq_role].send(key=event.key, value=letter.to_bytes())
 
+    async def guarded(
+        stream: faust.StreamT[bytes],
+        dlq_role: Role,
+        handle: Callable[[EventT], Awaitable[None]],
+    ) -> None:
+        """Run ``handle`` per event; a bug dead-letters the record instead of stalling."""
+        async for event in stream.events():
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - the point is to survive anything
+                log.exception("processing failed; record sent to %s", dlq_role.value)
+                await reject(event, Rejected(RejectReason.PROCESSING_ERROR, repr(exc)), dlq_role)
+
     # Keyed by customer_id (the CRM's key); re-keys each customer by phone.
     @app.agent(built.topics[Role.CUSTOMER_REGIONS], name="customers")
     async def customers(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async def handle(event: EventT) -> None:
             decoded = decode_customer(event.key, event.value, s.max_record_bytes)
             if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.CUSTOMER_REGIONS_DLQ)
-                continue
+                return
             if isinstance(decoded, Tombstone):
                 customer_id, record = decoded.key, None
             else:
                 customer_id, record = decoded.record.customer_id, decoded.record
-            phone, changes = rekey_customer(customer_phone[customer_id], customer_id, record)
+            phone, changes = rekey_customer(customer_phone.get(customer_id), customer_id, record)
             for key, envelope in changes:
                 await by_phone.send(key=key.encode(), value=envelope)
             if phone is not None:
@@ -165,29 +178,32 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             elif customer_id in customer_phone:
                 del customer_phone[customer_id]
 
+        await guarded(stream, Role.CUSTOMER_REGIONS_DLQ, handle)
+
     # Keyed by phone: co-partitioned with sms.inbound, send commands and opt-out state.
     @app.agent(by_phone, name="subscribers")
     async def subscriber_index(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async def handle(event: EventT) -> None:
             phone = event.key.decode()
             customer_id, customer = decode_phone_change(event.value)
-            state = apply_phone_change(subscribers[phone], customer_id, customer)
+            state = apply_phone_change(subscribers.get(phone), customer_id, customer)
             if state is not None:
                 subscribers[phone] = state
             elif phone in subscribers:
                 del subscribers[phone]
 
+        await guarded(stream, Role.CUSTOMER_REGIONS_DLQ, handle)
+
     # Keyed by outage_id; keeps the highest version of each outage.
     @app.agent(built.topics[Role.OUTAGE_EVENTS], name="outages")
     async def outage_state(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async def handle(event: EventT) -> None:
             decoded = decode_outage(event.key, event.value, s.max_record_bytes)
-            if not isinstance(decoded, Accepted):
-                assert isinstance(decoded, Rejected)  # noqa: S101 - outages have no tombstones
+            if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.OUTAGE_EVENTS_DLQ)
-                continue
+                return
             ev = decoded.record
-            known = outages[ev.outage_id]
+            known = outages.get(ev.outage_id)
             if known is not None and known["version"] >= ev.version:
                 log.info(
                     "outage %s v%d ignored: v%d already seen",
@@ -195,18 +211,19 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                     ev.version,
                     known["version"],
                 )
-                continue
+                return
             outages[ev.outage_id] = ev.model_dump(mode="json")
+
+        await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
 
     # Keyed by the customer's phone: beside their subscriber and opt-out state.
     @app.agent(built.topics[Role.INBOUND], name="inbound")
     async def inbound(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        async def handle(event: EventT) -> None:
             decoded = decode_inbound(event.key, event.value, s.max_record_bytes)
-            if not isinstance(decoded, Accepted):
-                assert isinstance(decoded, Rejected)  # noqa: S101 - inbound has no tombstones
+            if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.INBOUND_DLQ)
-                continue
+                return
             sms = decoded.record
             log.debug("inbound %s from %s", sms.message_id, mask_phone(sms.from_))
             record = AuditRecord(
@@ -218,5 +235,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 at=sms.received_at,
             )
             await audit.send(key=sms.from_.encode(), value=record.to_bytes())
+
+        await guarded(stream, Role.INBOUND_DLQ, handle)
 
     return built

@@ -17,7 +17,9 @@ __all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OUTAGE_SMS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="OUTAGE_SMS_", extra="ignore", populate_by_name=True
+    )
 
     bootstrap_servers: str | None = Field(
         default=None,

@@ -1,0 +1,122 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from outage_sms.cli import build_parser, main
+from tests.kafka_helpers import TopicReader, produce
+from topology.topics import Role
+
+COMMANDS = [
+    [],
+    ["worker"],
+    ["broker"],
+    ["topics"],
+    ["topics", "create"],
+    ["topics", "list"],
+    ["schemas"],
+    ["schemas", "export"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: " ".join(a) or "outage-sms")
+def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    assert "usage: outage-sms" in capsys.readouterr().out
+
+
+def test_every_subcommand_is_covered_by_the_help_test() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    assert set(sub.choices) == {a[0] for a in COMMANDS if a}  # type: ignore[union-attr]
+
+
+def test_schemas_export_check_passes_on_the_committed_files(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["schemas", "export", "--check"]) == 0
+
+
+def test_schemas_export_check_fails_when_a_file_is_stale(tmp_path: Path) -> None:
+    assert main(["schemas", "export", "--dir", str(tmp_path)]) == 0
+    victim = tmp_path / "sms.inbound.schema.json"
+    victim.write_text(victim.read_text().replace("message_id", "msg_id"))
+    assert main(["schemas", "export", "--dir", str(tmp_path), "--check"]) == 1
+
+
+def test_unreachable_broker_gives_an_actionable_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["topics", "create"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Kafka broker at 127.0.0.1:1" in err
+    assert "KAFKA_BOOTSTRAP_SERVERS" in err
+
+
+def test_invalid_configuration_is_reported_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OUTAGE_SMS_PARTITIONS", "zero")
+    assert main(["topics", "list"]) == 2
+    assert "OUTAGE_SMS_PARTITIONS" in capsys.readouterr().err.upper()
+
+
+def test_broker_command_starts_a_real_tansu_broker_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OUTAGE_SMS_"))}
+    env["OUTAGE_SMS_TOPIC_PREFIX"] = "e2e."
+    argv = [sys.executable, "-m", "outage_sms", "broker", "--kind", "tansu", "--create-topics"]
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:"), line
+            bootstrap = line.split("=", 1)[1]
+
+            async def round_trip() -> list[bytes | None]:
+                await produce(bootstrap, "e2e.sms.inbound", [(b"+14155550101", b"hello")])
+                reader = TopicReader(bootstrap, "e2e.sms.inbound")
+                await reader.until(lambda r: len(r.records) == 1, timeout=30, what="1 record")
+                await reader.close()
+                return [v for _, v in reader.records]
+
+            assert asyncio.run(round_trip()) == [b"hello"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"created {len(Role)} topics" in err
+
+
+def test_worker_refuses_missing_topics_when_told_not_to_create_them(tmp_path: Path, broker) -> None:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGE_SMS_")}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "OUTAGE_SMS_TOPIC_PREFIX": "nope.",
+            "OUTAGE_SMS_STORE": "memory://",
+            "OUTAGE_SMS_DATA_DIR": str(tmp_path),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "outage_sms", "worker", "--no-create-topics"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "missing topics" in done.stderr and "outage-sms topics create" in done.stderr

@@ -1,0 +1,164 @@
+"""Test helpers that talk to a real broker: produce, read back, run a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from topology.settings import Settings
+
+Record = tuple[bytes | None, bytes | None]
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class TopicReader:
+    """Reads a whole topic from the start without a consumer group, and keeps reading."""
+
+    bootstrap: str
+    topic: str
+    records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    _consumer: AIOKafkaConsumer | None = None
+
+    async def _ensure(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            c = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await c.start()
+            parts = c.partitions_for_topic(self.topic)
+            deadline = time.monotonic() + 30
+            while not parts and time.monotonic() < deadline:
+                await c._client.force_metadata_update()  # noqa: SLF001
+                parts = c.partitions_for_topic(self.topic)
+                await asyncio.sleep(0.2)
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            self._consumer = c
+        return self._consumer
+
+    async def poll(self) -> None:
+        c = await self._ensure()
+        batch = await c.getmany(timeout_ms=200)
+        for msgs in batch.values():
+            self.records.extend((m.key, m.value) for m in msgs)
+
+    async def until(
+        self,
+        predicate: Callable[[TopicReader], bool],
+        timeout: float = 60.0,
+        what: str = "condition",
+    ) -> TopicReader:
+        deadline = time.monotonic() + timeout
+        while True:
+            await self.poll()
+            if predicate(self):
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what} on {self.topic}; "
+                    f"read {len(self.records)} records"
+                )
+
+    def json_values(self) -> list[Any]:
+        return [orjson.loads(v) for _, v in self.records if v is not None]
+
+    def table(self) -> dict[Any, Any]:
+        """Fold a Faust changelog (JSON keys and values) into its latest state."""
+        state: dict[Any, Any] = {}
+        for k, v in self.records:
+            key = orjson.loads(k) if k is not None else None
+            if v is None:
+                state.pop(key, None)
+            else:
+                state[key] = orjson.loads(v)
+        return state
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a worker process see these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGE_SMS_")}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+            "OUTAGE_SMS_BROKER_KIND": settings.broker_kind,
+            "OUTAGE_SMS_APP_ID": settings.app_id,
+            "OUTAGE_SMS_TOPIC_PREFIX": settings.topic_prefix,
+            "OUTAGE_SMS_PARTITIONS": str(settings.partitions),
+            "OUTAGE_SMS_STORE": settings.store,
+            "OUTAGE_SMS_DATA_DIR": str(settings.data_dir),
+            "OUTAGE_SMS_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """``outage-sms worker`` as a user runs it, in its own process."""
+
+    settings: Settings
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "outage_sms", "worker"],
+            env=settings_env(self.settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self, n: int = 40) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
