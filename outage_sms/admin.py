@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from topology.topics import TopicRegistry, TopicSpec
 __all__ = ["ConfigurationError", "TopicReport", "ensure_topics"]
 
 log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
 
 
 class ConfigurationError(RuntimeError):
@@ -39,11 +42,25 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     return admin
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    described = await admin.describe_topics(names)
-    return {d["topic"]: len(d["partitions"]) for d in described if d["error_code"] == 0}
+async def _partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], timeout: float = 15.0
+) -> dict[str, int]:
+    """Partition count per topic, waiting out metadata lag after a creation (Kafka
+    answers LEADER_NOT_AVAILABLE or UNKNOWN_TOPIC for a moment)."""
+    counts: dict[str, int] = {}
+    pending = list(names)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while pending:
+        described = await admin.describe_topics(pending)
+        for d in described:
+            if d["error_code"] == 0 and d["partitions"]:
+                counts[d["topic"]] = len(d["partitions"])
+        pending = [n for n in pending if n not in counts]
+        if pending and asyncio.get_running_loop().time() > deadline:
+            raise ConfigurationError(f"topics not visible in metadata: {', '.join(pending)}")
+        if pending:
+            await asyncio.sleep(0.2)
+    return counts
 
 
 async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicReport:
@@ -74,10 +91,21 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
                 for s in missing
             ]
             try:
-                await admin.create_topics(new)
+                response = await admin.create_topics(new)
             except KafkaError as exc:
                 raise ConfigurationError(f"could not create topics: {exc}") from exc
+            # aiokafka does not raise for per-topic errors: read them. Another worker
+            # creating the same topic at the same moment is fine; we re-check counts below.
+            failed = [
+                f"{err[0]}: {err[2] or err[1]}"
+                for err in response.topic_errors
+                if err[1] not in (0, _TOPIC_ALREADY_EXISTS)
+            ]
+            if failed:
+                raise ConfigurationError(f"could not create topics: {'; '.join(failed)}")
             log.info("created topics: %s", ", ".join(s.name for s in missing))
+            counts = await _partition_counts(admin, [s.name for s in missing])
+            _check_counts(missing, counts, registry)
         return TopicReport([s.name for s in missing], [s.name for s in existing])
     finally:
         await admin.close()

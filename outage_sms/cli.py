@@ -10,15 +10,19 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from topology.settings import Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("outage_sms")
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from topology.settings import Settings
 
     return Settings()

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from outage_sms.brokers import RunningBroker, start_broker
+from tests.kafka_helpers import TopicReader
 from topology.settings import Settings
+from topology.topics import Role, TopicRegistry
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +51,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "/integration/" in str(item.fspath) or "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def read(settings: Settings) -> AsyncIterator[Callable[[Role], TopicReader]]:
+    """``read(Role.X)``: a reader of that topic, closed at teardown even if the test fails."""
+    made: list[TopicReader] = []
+
+    def make(role: Role) -> TopicReader:
+        r = TopicReader(settings.bootstrap_servers or "", TopicRegistry(settings)[role].name)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.close()

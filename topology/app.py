@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, TableT
 
 from schemas import AuditRecord, DeadLetter, RejectReason
 from streams.customers import apply_phone_change, decode_phone_change, rekey_customer
@@ -49,7 +49,7 @@ class OutageSmsApp:
     registry: TopicRegistry
     faust_app: faust.App
     topics: dict[Role, faust.TopicT] = field(default_factory=dict)
-    tables: dict[str, faust.Table] = field(default_factory=dict)
+    tables: dict[str, TableT[Any, Any]] = field(default_factory=dict)
 
 
 def create_app(settings: Settings | None = None) -> OutageSmsApp:
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         if not role.value.endswith("_changelog"):
             topic(role)
 
-    def table(name: str, **kwargs: Any) -> faust.Table:
+    def table(name: str, **kwargs: Any) -> TableT[Any, Any]:
         options = None
         if s.store.startswith("rocksdb"):
             # A fresh dict per table: Faust's store pops keys out of the one it is given.
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     by_phone = built.topics[Role.CUSTOMERS_BY_PHONE]
     audit = built.topics[Role.AUDIT]
 
-    async def reject(event: EventT, rejected: Rejected, dlq_role: Role) -> None:
+    async def reject(event: EventT[Any], rejected: Rejected, dlq_role: Role) -> None:
         msg = event.message
         letter: DeadLetter = dead_letter(
             rejected,
@@ -148,7 +148,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     async def guarded(
         stream: faust.StreamT[bytes],
         dlq_role: Role,
-        handle: Callable[[EventT], Awaitable[None]],
+        handle: Callable[[EventT[Any]], Awaitable[None]],
     ) -> None:
         """Run ``handle`` per event; a bug dead-letters the record instead of stalling."""
         async for event in stream.events():
@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # Keyed by customer_id (the CRM's key); re-keys each customer by phone.
     @app.agent(built.topics[Role.CUSTOMER_REGIONS], name="customers")
     async def customers(stream: faust.StreamT[bytes]) -> None:
-        async def handle(event: EventT) -> None:
+        async def handle(event: EventT[Any]) -> None:
             decoded = decode_customer(event.key, event.value, s.max_record_bytes)
             if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.CUSTOMER_REGIONS_DLQ)
@@ -183,8 +183,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # Keyed by phone: co-partitioned with sms.inbound, send commands and opt-out state.
     @app.agent(by_phone, name="subscribers")
     async def subscriber_index(stream: faust.StreamT[bytes]) -> None:
-        async def handle(event: EventT) -> None:
-            phone = event.key.decode()
+        async def handle(event: EventT[Any]) -> None:
+            phone = bytes(event.key or b"").decode()
             customer_id, customer = decode_phone_change(event.value)
             state = apply_phone_change(subscribers.get(phone), customer_id, customer)
             if state is not None:
@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # Keyed by outage_id; keeps the highest version of each outage.
     @app.agent(built.topics[Role.OUTAGE_EVENTS], name="outages")
     async def outage_state(stream: faust.StreamT[bytes]) -> None:
-        async def handle(event: EventT) -> None:
+        async def handle(event: EventT[Any]) -> None:
             decoded = decode_outage(event.key, event.value, s.max_record_bytes)
             if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.OUTAGE_EVENTS_DLQ)
@@ -219,7 +219,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # Keyed by the customer's phone: beside their subscriber and opt-out state.
     @app.agent(built.topics[Role.INBOUND], name="inbound")
     async def inbound(stream: faust.StreamT[bytes]) -> None:
-        async def handle(event: EventT) -> None:
+        async def handle(event: EventT[Any]) -> None:
             decoded = decode_inbound(event.key, event.value, s.max_record_bytes)
             if isinstance(decoded, Rejected):
                 await reject(event, decoded, Role.INBOUND_DLQ)
