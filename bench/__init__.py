@@ -1,0 +1,1 @@
+"""Benchmarks: every figure beside its ceiling, measured in the same run."""
