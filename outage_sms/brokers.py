@@ -321,10 +321,13 @@ def _start_kafka(
 
 
 def _start_container() -> RunningBroker:
-    try:
-        from testcontainers.kafka import KafkaContainer
+    try:  # testcontainers >= 4.13 moved the module; the old path warns
+        from testcontainers.community.kafka import KafkaContainer
     except ImportError:
-        raise BrokerError("pip install 'testcontainers[kafka]' for --kind container") from None
+        try:
+            from testcontainers.kafka import KafkaContainer
+        except ImportError:
+            raise BrokerError("pip install 'testcontainers[kafka]' for --kind container") from None
     try:
         container: Any = KafkaContainer().with_kraft()
         container.start()
