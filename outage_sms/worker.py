@@ -23,10 +23,19 @@ def run_worker(settings: Settings, *, create_topics: bool = True) -> int:
     embedded: RunningBroker | None = None
     if not settings.bootstrap_servers:
         embedded = start_broker("tansu")
+        # Tansu is memory-only: table state kept on disk from an earlier run would not match
+        # the new, empty broker (Faust then fails its offset consistency check).
         settings = settings.model_copy(
-            update={"bootstrap_servers": embedded.bootstrap, "broker_kind": "tansu"}
+            update={
+                "bootstrap_servers": embedded.bootstrap,
+                "broker_kind": "tansu",
+                "store": "memory://",
+            }
         )
         print(f"embedded Tansu broker: KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap}", flush=True)
+    # Faust and aiokafka log every produced key and value at DEBUG: keys are phone numbers.
+    for name in ("faust.transport.drivers.aiokafka", "aiokafka.producer.producer"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

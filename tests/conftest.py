@@ -20,8 +20,8 @@ from topology.topics import Role, TopicRegistry
 @pytest.fixture(scope="session")
 def broker() -> Iterator[RunningBroker]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    kind = os.environ.get("OUTAGE_SMS_TEST_BROKER", "tansu")
-    if external:
+    kind = os.environ.get("OUTAGE_SMS_TEST_BROKER", "kafka" if external else "tansu")
+    if external:  # an external broker is Apache Kafka unless OUTAGE_SMS_TEST_BROKER=tansu
         yield RunningBroker("kafka" if kind != "tansu" else "tansu", external)
         return
     if kind not in ("tansu", "kafka", "container"):

@@ -176,4 +176,9 @@ class TopicRegistry:
 
     def co_partitioned(self) -> list[TopicSpec]:
         """Topics whose partition counts must match (``PartitionsMismatch`` otherwise)."""
-        return [s for s in self._by_role.values() if s.key in ("phone", "table key")]
+        feeds_table = (Role.CUSTOMER_REGIONS, Role.OUTAGE_EVENTS)  # Faust: PartitionsMismatch
+        return [
+            s
+            for s in self._by_role.values()
+            if s.key in ("phone", "table key") or s.role in feeds_table
+        ]
