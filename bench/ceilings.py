@@ -59,19 +59,21 @@ async def _topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
+async def _producer(bootstrap: str, topic: str, partitions: int) -> AIOKafkaProducer:
+    """A fresh topic and a started producer, the same for every producer measurement."""
+    await _topic(bootstrap, topic, partitions)
+    producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, acks=1
     )
+    await producer.start()
+    return producer
 
 
 async def producer_batch(
     bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], partitions: int
 ) -> Measurement:
     """aiokafka's batch API: one batch per partition, filled until full, then sent."""
-    await _topic(bootstrap, topic, partitions)
-    producer = _producer(bootstrap)
-    await producer.start()
+    producer = await _producer(bootstrap, topic, partitions)
     try:
         start = time.perf_counter()
         batches = {p: producer.create_batch() for p in range(partitions)}
@@ -99,9 +101,7 @@ async def producer_send(
     bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], partitions: int
 ) -> Measurement:
     """``await send()`` per message, futures gathered at the end."""
-    await _topic(bootstrap, topic, partitions)
-    producer = _producer(bootstrap)
-    await producer.start()
+    producer = await _producer(bootstrap, topic, partitions)
     try:
         start = time.perf_counter()
         futures = [await producer.send(topic, value, key=key) for key, value in records]

@@ -37,6 +37,7 @@ __all__ = [
     "free_port",
     "running_broker",
     "start_broker",
+    "terminate",
     "wait_until_ready",
 ]
 
@@ -60,13 +61,8 @@ class RunningBroker:
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            terminate(self.process, grace=20)
         for fn in reversed(self._cleanup):
             with contextlib.suppress(Exception):
                 fn()
@@ -77,6 +73,18 @@ class RunningBroker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
 
 
 def free_port() -> int:
