@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from streams.errors import ConfigurationError
 from topology.settings import Settings
 from topology.topics import TopicRegistry, TopicSpec
 
@@ -17,10 +18,6 @@ __all__ = ["ConfigurationError", "TopicReport", "ensure_topics"]
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
-
-
-class ConfigurationError(RuntimeError):
-    """The deployment does not fit the configuration; the message names the fix."""
 
 
 @dataclass(frozen=True, slots=True)

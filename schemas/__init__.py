@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._base import E164, Record, UtcDatetime, format_utc, parse_e164
+from ._base import E164, Record, SenderId, UtcDatetime, format_utc, parse_e164, parse_sender
 from .audit_record import AuditRecord
 from .customer_record import CustomerRecord
 from .dead_letter import DeadLetter, RejectReason
@@ -36,10 +36,12 @@ __all__ = [
     "Record",
     "RejectReason",
     "SendCommand",
+    "SenderId",
     "UtcDatetime",
     "export_json_schemas",
     "format_utc",
     "parse_e164",
+    "parse_sender",
     "render_json_schemas",
 ]
 

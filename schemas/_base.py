@@ -9,14 +9,49 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import phonenumbers
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
-__all__ = ["E164", "IanaTimezone", "Record", "UtcDatetime", "format_utc", "parse_e164"]
+__all__ = [
+    "E164",
+    "MAX_INT64",
+    "IanaTimezone",
+    "Record",
+    "SchemaV1",
+    "SenderId",
+    "UtcDatetime",
+    "Version",
+    "format_utc",
+    "parse_e164",
+    "parse_sender",
+]
+
+#: Kafka-side consumers in Java and Go read versions as signed 64-bit integers.
+MAX_INT64 = 2**63 - 1
+
+
+def _exact_int(value: Any) -> Any:
+    # Literal[1] would accept True and 1.0 (they compare equal to 1): a producer that sends
+    # them has a bug worth hearing about.
+    if type(value) is not int:
+        raise ValueError("schema_version must be the integer 1")
+    return value
+
+
+SchemaV1 = Annotated[Literal[1], BeforeValidator(_exact_int)]
+"""Version 1 of a topic's schema; additive changes keep it, breaking ones bump it."""
 
 
 def format_utc(value: datetime) -> str:
@@ -34,6 +69,7 @@ UtcDatetime = Annotated[
     datetime,
     AfterValidator(_require_aware),
     PlainSerializer(format_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """A timezone-aware timestamp, normalised to UTC; naive timestamps are rejected."""
 
@@ -58,7 +94,35 @@ def parse_e164(value: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-E164 = Annotated[str, AfterValidator(parse_e164)]
+E164 = Annotated[
+    str,
+    AfterValidator(parse_e164),
+    WithJsonSchema({"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$"}),
+]
+
+_SHORT_CODE = re.compile(r"[1-9][0-9]{2,7}")
+
+
+def parse_sender(value: str) -> str:
+    """One of our sender ids: an E.164 long code / toll-free number, or a short code."""
+    if isinstance(value, str) and _SHORT_CODE.fullmatch(value):
+        return value
+    return parse_e164(value)
+
+
+SenderId = Annotated[
+    str,
+    AfterValidator(parse_sender),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^(\+[1-9][0-9]{6,14}|[1-9][0-9]{2,7})$",
+            "description": "E.164 number, or a 3-8 digit short code.",
+        }
+    ),
+]
+
+Version = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
 def _check_zone(value: str | None) -> str | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
-from ._base import Record, UtcDatetime
+from ._base import Record, SchemaV1, UtcDatetime
 
 __all__ = ["AuditRecord"]
 
@@ -14,7 +14,7 @@ __all__ = ["AuditRecord"]
 class AuditRecord(Record):
     """``decision`` says what happened (targeted, suppressed, ...), ``reason`` says why."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     audit_id: str = Field(
         description="Deterministic, so a replay can be compared record by record."
     )

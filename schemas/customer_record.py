@@ -5,17 +5,15 @@ A null value (tombstone) deletes the customer.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from ._base import E164, IanaTimezone, Record, UtcDatetime
+from ._base import E164, IanaTimezone, Record, SchemaV1, UtcDatetime
 
 __all__ = ["CustomerRecord"]
 
 
 class CustomerRecord(Record):
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     customer_id: str = Field(min_length=1, max_length=128)
     phone: E164
     regions: list[str] = Field(max_length=1_000)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import Field
 
-from ._base import Record, UtcDatetime
+from ._base import Record, SchemaV1, UtcDatetime
 
 __all__ = ["DeadLetter", "RejectReason"]
 
@@ -30,7 +29,7 @@ class RejectReason(StrEnum):
 class DeadLetter(Record):
     """Original bytes are base64 (JSON cannot carry raw bytes); huge values are truncated."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     source_topic: str
     partition: int
     offset: int

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import Field
 
-from ._base import Record, UtcDatetime
+from ._base import Record, SchemaV1, UtcDatetime
 
 __all__ = ["DeliveryOutcome", "DeliveryStatus"]
 
@@ -23,7 +22,7 @@ class DeliveryOutcome(StrEnum):
 
 
 class DeliveryStatus(Record):
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     command_id: str
     outcome: DeliveryOutcome
     reason: str | None = Field(default=None, description="Why suppressed or failed.")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import Field
 
-from ._base import Record, UtcDatetime
+from ._base import Record, SchemaV1, UtcDatetime, Version
 
 __all__ = ["OutageEvent", "OutageSeverity", "OutageStatus"]
 
@@ -27,9 +26,9 @@ class OutageSeverity(StrEnum):
 class OutageEvent(Record):
     """One version of an outage; a higher ``version`` supersedes every lower one."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     outage_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
-    version: int = Field(ge=1, description="Increases with every update of this outage.")
+    version: Version = Field(description="Increases with every update of this outage.")
     status: OutageStatus
     severity: OutageSeverity = OutageSeverity.SERVICE
     regions: list[str] = Field(min_length=1, max_length=10_000)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
 
 from pydantic import Field
 
-from ._base import E164, Record, UtcDatetime
+from ._base import E164, Record, SchemaV1, SenderId, UtcDatetime, Version
 
 __all__ = ["Encoding", "MessageKind", "SendCommand"]
 
@@ -29,12 +28,12 @@ class Encoding(StrEnum):
 class SendCommand(Record):
     """``command_id`` derives from (outage id, version, phone), so replays reproduce it."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaV1 = 1
     command_id: str = Field(min_length=1, max_length=128)
     kind: MessageKind
     outage_id: str | None = None
-    outage_version: int | None = None
-    from_: E164 = Field(alias="from")
+    outage_version: Version | None = None
+    from_: SenderId = Field(alias="from", description="Our sender number or short code.")
     to: E164
     body: str = Field(min_length=1, max_length=765)
     encoding: Encoding

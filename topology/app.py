@@ -26,7 +26,9 @@ from streams.intake import (
     decode_outage,
 )
 from streams.masking import mask_phone
+from streams.retry import RetryPolicy
 
+from .guard import RetriesExhausted, process_guarded
 from .settings import Settings
 from .topics import Role, TopicRegistry
 
@@ -145,18 +147,26 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         )
         await built.topics[dlq_role].send(key=event.key, value=letter.to_bytes())
 
+    policy = RetryPolicy()
+
     async def guarded(
         stream: faust.StreamT[bytes],
         dlq_role: Role,
         handle: Callable[[EventT[Any]], Awaitable[None]],
     ) -> None:
-        """Run ``handle`` per event; a bug dead-letters the record instead of stalling."""
-        async for event in stream.events():
-            try:
-                await handle(event)
-            except Exception as exc:  # noqa: BLE001 - the point is to survive anything
-                log.exception("processing failed; record sent to %s", dlq_role.value)
-                await reject(event, Rejected(RejectReason.PROCESSING_ERROR, repr(exc)), dlq_role)
+        """Retry transient failures; dead-letter records that fail for good; never stall."""
+
+        async def letter(event: EventT[Any], exc: BaseException) -> None:
+            await reject(event, Rejected(RejectReason.PROCESSING_ERROR, repr(exc)), dlq_role)
+
+        try:
+            await process_guarded(stream.events(), handle, letter, policy)
+        except RetriesExhausted as exc:
+            # Stop the worker without committing this record: it is processed again after
+            # the restart instead of being skipped.
+            log.critical("stopping the worker: %s", exc)
+            await app.crash(exc)
+            raise
 
     # Keyed by customer_id (the CRM's key); re-keys each customer by phone.
     @app.agent(built.topics[Role.CUSTOMER_REGIONS], name="customers")

@@ -148,14 +148,17 @@ class TopicRegistry:
                 False,
                 dlq,
             ),
+            # Not compacted: it is keyed by phone but carries one record per (phone,
+            # customer), and compaction would keep only one customer of a shared number.
+            # The table's own changelog is the durable state; this is only the repartition.
             TopicSpec(
                 Role.CUSTOMERS_BY_PHONE,
                 f"{s.faust_id}-customers-by-phone",
                 "phone",
                 None,
                 p,
-                True,
-                None,
+                False,
+                keep,
                 internal=True,
             ),
         ]

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 import schemas
-from schemas import EXPORTED, CustomerRecord, InboundSms, OutageEvent, SendCommand
+from schemas import EXPORTED, JSON_DIR, CustomerRecord, InboundSms, OutageEvent, SendCommand
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 
@@ -106,3 +106,36 @@ def test_status_url_must_be_https() -> None:
     raw["status_url"] = "http://status.example.com/o/42"
     with pytest.raises(ValidationError):
         OutageEvent.from_obj(raw)
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, "1", 2])
+def test_schema_version_must_be_the_integer_one(bad: object) -> None:
+    golden = json.loads((GOLDEN / "outage.events.json").read_text())
+    with pytest.raises(ValidationError, match="schema_version"):
+        OutageEvent.from_bytes(json.dumps({**golden, "schema_version": bad}))
+
+
+def test_versions_beyond_int64_are_rejected() -> None:
+    golden = json.loads((GOLDEN / "outage.events.json").read_text())
+    with pytest.raises(ValidationError, match="version"):
+        OutageEvent.from_bytes(json.dumps({**golden, "version": 2**63}))
+
+
+@pytest.mark.parametrize("sender", ["+14155550100", "87654", "123"])
+def test_our_sender_may_be_a_number_or_a_short_code(sender: str) -> None:
+    golden = json.loads((GOLDEN / "sms.inbound.json").read_text())
+    assert InboundSms.from_bytes(json.dumps({**golden, "to": sender})).to == sender
+
+
+@pytest.mark.parametrize("sender", ["12", "012345", "123456789", "+1"])
+def test_malformed_sender_ids_are_rejected(sender: str) -> None:
+    golden = json.loads((GOLDEN / "sms.inbound.json").read_text())
+    with pytest.raises(ValidationError):
+        InboundSms.from_bytes(json.dumps({**golden, "to": sender}))
+
+
+def test_exported_schema_carries_phone_pattern_and_date_time_format() -> None:
+    schema = json.loads((JSON_DIR / "customer.regions.schema.json").read_text())
+    assert schema["properties"]["phone"]["pattern"].startswith("^\\+")
+    created = json.loads((JSON_DIR / "sms.send-commands.schema.json").read_text())
+    assert created["properties"]["created_at"]["format"] == "date-time"
