@@ -15,7 +15,15 @@ import orjson
 
 from schemas import CustomerRecord
 
-__all__ = ["PhoneChange", "apply_phone_change", "decode_phone_change", "rekey_customer"]
+from .phones import phone_facts
+
+__all__ = [
+    "PhoneChange",
+    "apply_phone_change",
+    "apply_subscriber_change",
+    "decode_phone_change",
+    "rekey_customer",
+]
 
 PhoneChange = tuple[str, bytes]
 """(phone, envelope bytes) for the internal by-phone topic."""
@@ -58,3 +66,31 @@ def apply_phone_change(
     else:
         state[customer_id] = customer
     return state or None
+
+
+def apply_subscriber_change(
+    current: dict[str, Any] | None,
+    phone: str,
+    partition: int,
+    customer_id: str,
+    customer: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """The subscriber table value: ``{"p", "facts", "customers"}``; None when nobody is left.
+
+    ``facts`` (line type, country, the number's zone) are computed once per number here, at
+    CRM rate, because the fan-out cannot afford ``phonenumbers`` per recipient. ``p`` is
+    the partition, so the per-partition fan-out index can be rebuilt from the table alone.
+    """
+    customers = apply_phone_change((current or {}).get("customers"), customer_id, customer)
+    if customers is None:
+        return None
+    facts = (current or {}).get("facts")
+    if facts is None:
+        f = phone_facts(phone)
+        facts = {
+            "line": f.line,
+            "textable": f.textable,
+            "country": f.country,
+            "timezone": f.timezone,
+        }
+    return {"p": partition, "facts": facts, "customers": customers}

@@ -38,6 +38,8 @@ class TopicReader:
     bootstrap: str
     topic: str
     records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    """Partition of each record in ``records``."""
     _consumer: AIOKafkaConsumer | None = None
 
     async def _ensure(self) -> AIOKafkaConsumer:
@@ -54,7 +56,10 @@ class TopicReader:
                 await c._client.force_metadata_update()  # noqa: SLF001
                 parts = c.partitions_for_topic(self.topic)
                 await asyncio.sleep(0.2)
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts or [])]
+            if not parts:
+                await c.stop()
+                raise AssertionError(f"topic {self.topic} has no partitions after 30s")
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             c.assign(tps)
             await c.seek_to_beginning(*tps)
             self._consumer = c
@@ -65,6 +70,19 @@ class TopicReader:
         batch = await c.getmany(timeout_ms=200)
         for msgs in batch.values():
             self.records.extend((m.key, m.value) for m in msgs)
+            self.partitions.extend(m.partition for m in msgs)
+
+    async def catch_up(self, timeout: float = 30.0) -> TopicReader:
+        """Read everything written so far (up to the end offsets as of now)."""
+        c = await self._ensure()
+        tps = list(c.assignment())
+        ends = await c.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while [tp for tp, end in ends.items() if await c.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not catch up with {self.topic} in {timeout}s")
+            await self.poll()
+        return self
 
     async def until(
         self,
@@ -129,12 +147,14 @@ class WorkerProcess:
     settings: Settings
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment, e.g. ``OUTAGE_SMS_QUIET_HOURS``."""
 
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "outage_sms", "worker"],
-            env=settings_env(self.settings),
+            env={**settings_env(self.settings), **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -6,17 +6,21 @@ with its own settings (topic prefix, store, partitions).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
 
-from schemas import AuditRecord, DeadLetter, RejectReason
-from streams.customers import apply_phone_change, decode_phone_change, rekey_customer
+from schemas import AuditRecord, DeadLetter, OutageEvent, RejectReason, format_utc
+from streams.content import ContentPolicy
+from streams.customers import apply_subscriber_change, decode_phone_change, rekey_customer
+from streams.fanout import FanoutPlanner, FanoutRules, FanoutSummary, outage_phase
 from streams.intake import (
     Rejected,
     Tombstone,
@@ -27,10 +31,14 @@ from streams.intake import (
 )
 from streams.masking import mask_phone
 from streams.retry import RetryPolicy
+from streams.senders import parse_pool
+from streams.templates import Templates
 
+from .emitter import BatchEmitter
 from .guard import RetriesExhausted, process_guarded
 from .settings import Settings
 from .topics import Role, TopicRegistry
+from .views import LocalViews, memory_key
 
 __all__ = ["OutageSmsApp", "create_app", "faust_broker_url"]
 
@@ -52,6 +60,8 @@ class OutageSmsApp:
     faust_app: faust.App
     topics: dict[Role, faust.TopicT] = field(default_factory=dict)
     tables: dict[str, TableT[Any, Any]] = field(default_factory=dict)
+    emitter: BatchEmitter | None = None
+    views: LocalViews | None = None
 
 
 def create_app(settings: Settings | None = None) -> OutageSmsApp:
@@ -121,9 +131,46 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     subscribers = table("subscribers", key_type=str, default=None)
     # outage_id -> latest OutageEvent as JSON object (highest version seen).
     outages = table("outages", key_type=str, default=None)
+    # "<outage>|<partition>|<version>|<first phone>" -> who in that chunk was told what;
+    # written after the chunk's commands are acknowledged (see streams.fanout).
+    fanout_memory = table("fanout_memory", key_type=str, default=None)
+    # E.164 phone -> {"p", "all", "senders", ...}: opt-out state, written by the replies
+    # agent, read by the fan-out (and the dispatcher at send time).
+    optouts = table("optouts", key_type=str, default=None)
+
+    pool = parse_pool(s.senders)
+    quiet_start, quiet_end = s.quiet_window()
+    planner = FanoutPlanner(
+        pool,
+        Templates(s.program_name),
+        FanoutRules(
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            defer_service_alerts=s.quiet_hours_alerts == "defer",
+            eta_change=timedelta(minutes=s.eta_change_minutes),
+            command_ttl=timedelta(hours=s.command_ttl_hours),
+            default_timezone=s.default_timezone,
+        ),
+    )
+    content = ContentPolicy(s.forbidden_words, s.url_shorteners)
+    emitter = BatchEmitter(s.bootstrap_servers)
+    views = LocalViews()
+    built.emitter = emitter
+    built.views = views
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
+    async def _forget_views(sender: Any, *args: Any, **kwargs: Any) -> None:
+        views.clear()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _stop_emitter(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await emitter.stop()
 
     by_phone = built.topics[Role.CUSTOMERS_BY_PHONE]
     audit = built.topics[Role.AUDIT]
+    fanout_topic = built.topics[Role.OUTAGE_FANOUT]
+    commands_name = registry[Role.SEND_COMMANDS].name
+    audit_name = registry[Role.AUDIT].name
 
     async def reject(event: EventT[Any], rejected: Rejected, dlq_role: Role) -> None:
         msg = event.message
@@ -195,12 +242,16 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     async def subscriber_index(stream: faust.StreamT[bytes]) -> None:
         async def handle(event: EventT[Any]) -> None:
             phone = bytes(event.key or b"").decode()
+            partition = event.message.partition
             customer_id, customer = decode_phone_change(event.value)
-            state = apply_phone_change(subscribers.get(phone), customer_id, customer)
+            state = apply_subscriber_change(
+                subscribers.get(phone), phone, partition, customer_id, customer
+            )
             if state is not None:
                 subscribers[phone] = state
             elif phone in subscribers:
                 del subscribers[phone]
+            views.on_subscriber(partition, phone, state)
 
         await guarded(stream, Role.CUSTOMER_REGIONS_DLQ, handle)
 
@@ -213,6 +264,11 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 await reject(event, decoded, Role.OUTAGE_EVENTS_DLQ)
                 return
             ev = decoded.record
+            violation = content.violation(ev.summary, ev.status_url)
+            if violation is not None:
+                rejected = Rejected(RejectReason.FORBIDDEN_CONTENT, violation)
+                await reject(event, rejected, Role.OUTAGE_EVENTS_DLQ)
+                return
             known = outages.get(ev.outage_id)
             if known is not None and known["version"] >= ev.version:
                 log.info(
@@ -222,9 +278,109 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                     known["version"],
                 )
                 return
+            # Copy to every partition first and wait for the broker: if the worker dies
+            # before the table write, the replay sees an unknown version and copies again
+            # (the fan-out skips numbers already told), rather than never.
+            copy = ev.to_bytes()
+            sent = [
+                await fanout_topic.send(key=ev.outage_id.encode(), value=copy, partition=p)
+                for p in range(s.partitions)
+            ]
+            await asyncio.gather(*sent)
             outages[ev.outage_id] = ev.model_dump(mode="json")
 
         await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
+
+    # Partition p holds a copy of every outage version; it fans out to the subscribers
+    # of partition p only (keyed like the phone-keyed tables, partition for partition).
+    @app.agent(fanout_topic, name="fanout")
+    async def fanout(stream: faust.StreamT[bytes]) -> None:
+        async def handle(event: EventT[Any]) -> None:
+            partition = event.message.partition
+            outage = OutageEvent.from_bytes(event.value)
+            if not views.built:
+                views.build(subscribers.items(), fanout_memory.items(), optouts.items())
+            await run_fanout(outage, partition)
+
+        await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
+
+    async def run_fanout(outage: OutageEvent, partition: int) -> None:
+        started = time.perf_counter()
+        memory = views.memory_for(partition)
+        summary = FanoutSummary()
+        unsaved: list[tuple[str, list[tuple[str, str]]]] = []
+
+        async def save() -> None:
+            # Only what the broker has acknowledged counts as told.
+            await emitter.flush()
+            for first, told in unsaved:
+                planner.remember(memory, outage, told)
+                key = memory_key(outage.outage_id, partition, outage.version, first)
+                fanout_memory[key] = {
+                    "o": outage.outage_id,
+                    "p": partition,
+                    "v": outage.version,
+                    "s": outage_phase(outage),
+                    "e": format_utc(outage.eta) if outage.eta else None,
+                    "sent": told,
+                }
+            unsaved.clear()
+
+        for chunk in planner.plan(
+            outage,
+            partition,
+            views.index_for(partition),
+            memory,
+            views.optouts_for(partition),
+            summary,
+        ):
+            await emitter.add(
+                commands_name, partition, ((p.encode(), v) for p, v in chunk.commands)
+            )
+            await emitter.add(audit_name, partition, ((k.encode(), v) for k, v in chunk.audits))
+            if chunk.told:
+                unsaved.append((chunk.told[0][0], chunk.told))
+            if len(unsaved) >= 50:
+                await save()
+        await save()
+
+        projection = summary.projection
+        seconds = projection.seconds if projection else 0.0
+        late = seconds > s.fanout_warn_hours * 3600
+        record = AuditRecord(
+            audit_id=f"{outage.outage_id}:{outage.version}:p{partition}:summary",
+            decision="fanout_summary",
+            outage_id=outage.outage_id,
+            outage_version=outage.version,
+            facts={
+                "partition": partition,
+                "counts": dict(sorted(summary.counts.items())),
+                "queued_by_sender": dict(sorted(summary.work.items())),
+                "projected_completion_seconds": round(seconds, 1),
+                "exceeds_limit": late,
+            },
+            at=outage.occurred_at,
+        )
+        await emitter.add(audit_name, partition, [(outage.outage_id.encode(), record.to_bytes())])
+        await emitter.flush()
+        targeted = sum(n for k, n in summary.counts.items() if k.startswith("targeted:"))
+        log.log(
+            logging.WARNING if late else logging.INFO,
+            "fan-out %s v%d p%d: %d targeted, %s; projected completion %s%s (%.2fs)",
+            outage.outage_id,
+            outage.version,
+            partition,
+            targeted,
+            ", ".join(
+                f"{k}={n}"
+                for k, n in sorted(summary.counts.items())
+                if not k.startswith("targeted:")
+            )
+            or "nothing suppressed",
+            projection.describe() if projection else "0m00s",
+            f" EXCEEDS {s.fanout_warn_hours:g}h: add senders or raise their rates" if late else "",
+            time.perf_counter() - started,
+        )
 
     # Keyed by the customer's phone: beside their subscriber and opt-out state.
     @app.agent(built.topics[Role.INBOUND], name="inbound")

@@ -7,11 +7,14 @@ EMPTY tables (customers, opt-outs) until they are rebuilt, so do it only on purp
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.content import DEFAULT_FORBIDDEN, DEFAULT_SHORTENERS
 
 __all__ = ["Settings"]
 
@@ -67,9 +70,53 @@ class Settings(BaseSettings):
     )
     retention_days: int = Field(default=7, ge=1, description="Retention of non-compacted topics.")
 
+    program_name: str = Field(
+        default="Outage Alerts", description="Who the texts are from; starts every message."
+    )
+    senders: str = Field(
+        default='[{"id": "87654", "type": "short_code", "rate": 100, "countries": ["US", "CA"]}]',
+        description="Sender pool, JSON list of {id, type (long_code, 10dlc, toll_free, "
+        "short_code, alphanumeric), rate (per second), countries, status (active, pending, "
+        "suspended), per_segment, daily_cap}. Only active senders are used.",
+    )
+    quiet_hours: str = Field(
+        default="21:00-08:00",
+        pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+        description="Recipient-local quiet hours; updates and restored texts wait until the end.",
+    )
+    quiet_hours_alerts: Literal["send", "defer"] = Field(
+        default="send",
+        description="Whether quiet hours also hold back the first alert of a service outage "
+        "(life-safety alerts always go at once).",
+    )
+    eta_change_minutes: int = Field(
+        default=30, ge=0, description="An ETA move larger than this is worth an update text."
+    )
+    command_ttl_hours: float = Field(
+        default=12.0, gt=0, description="A command not sent by then expires."
+    )
+    default_timezone: str = Field(
+        default="UTC", description="Zone for quiet hours when neither record nor number has one."
+    )
+    forbidden_words: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FORBIDDEN),
+        description="JSON list; outage text containing one is dead-lettered.",
+    )
+    url_shorteners: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SHORTENERS),
+        description="JSON list of hosts; links through them are dead-lettered.",
+    )
+    fanout_warn_hours: float = Field(
+        default=4.0, gt=0, description="Warn when a fan-out's projected completion exceeds this."
+    )
+
     web_enabled: bool = Field(default=False, description="Serve Faust's web server.")
     web_port: int = 6066
     log_level: str = "INFO"
+
+    def quiet_window(self) -> tuple[time, time]:
+        start, end = self.quiet_hours.split("-")
+        return time.fromisoformat(start), time.fromisoformat(end)
 
     def topic_name(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"

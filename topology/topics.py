@@ -41,9 +41,12 @@ class Role(StrEnum):
     INBOUND_DLQ = "inbound_dlq"
     # Internal: customers re-keyed by phone, and the table changelogs.
     CUSTOMERS_BY_PHONE = "customers_by_phone"
+    OUTAGE_FANOUT = "outage_fanout"
     CUSTOMER_PHONE_CHANGELOG = "customer_phone_changelog"
     SUBSCRIBERS_CHANGELOG = "subscribers_changelog"
     OUTAGES_CHANGELOG = "outages_changelog"
+    FANOUT_MEMORY_CHANGELOG = "fanout_memory_changelog"
+    OPTOUTS_CHANGELOG = "optouts_changelog"
 
 
 #: Faust table name -> the changelog role; Faust names it ``<app_id>-<table>-changelog``.
@@ -51,6 +54,8 @@ TABLES: dict[str, Role] = {
     "customer_phone": Role.CUSTOMER_PHONE_CHANGELOG,
     "subscribers": Role.SUBSCRIBERS_CHANGELOG,
     "outages": Role.OUTAGES_CHANGELOG,
+    "fanout_memory": Role.FANOUT_MEMORY_CHANGELOG,
+    "optouts": Role.OPTOUTS_CHANGELOG,
 }
 
 
@@ -161,6 +166,18 @@ class TopicRegistry:
                 keep,
                 internal=True,
             ),
+            # Every outage version copied to every partition, so each partition fans out to
+            # its own subscribers: a huge region is spread over all workers.
+            TopicSpec(
+                Role.OUTAGE_FANOUT,
+                f"{s.faust_id}-outage-fanout",
+                "outage_id, copied to every partition",
+                None,
+                p,
+                False,
+                90 * DAY_MS,
+                internal=True,
+            ),
         ]
         specs += [
             TopicSpec(role, changelog(table), "table key", None, p, True, None, internal=True)
@@ -179,7 +196,9 @@ class TopicRegistry:
 
     def co_partitioned(self) -> list[TopicSpec]:
         """Topics whose partition counts must match (``PartitionsMismatch`` otherwise)."""
-        feeds_table = (Role.CUSTOMER_REGIONS, Role.OUTAGE_EVENTS)  # Faust: PartitionsMismatch
+        # Faust raises PartitionsMismatch for table sources; the fan-out copy is read beside
+        # the phone-keyed tables, partition for partition.
+        feeds_table = (Role.CUSTOMER_REGIONS, Role.OUTAGE_EVENTS, Role.OUTAGE_FANOUT)
         return [
             s
             for s in self._by_role.values()

@@ -1,0 +1,93 @@
+"""The hot-path producer: aiokafka's batch API, one open batch per (topic, partition).
+
+A fan-out emits a million records; Faust's ``topic.send()`` manages a few thousand per
+second here, aiokafka's batch API hundreds of thousands (bench/results/latest.md). Callers
+add records, and ``flush()`` returns once every record so far is acknowledged by the
+broker, which is the point after which it is safe to remember "sent" (see the fan-out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+__all__ = ["BatchEmitter"]
+
+
+class BatchEmitter:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        max_batch_bytes: int = 512 * 1024,
+        linger_ms: int = 5,
+        client_id: str = "outage-sms-emitter",
+    ) -> None:
+        self._config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "acks": "all",
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_bytes,
+            "max_request_size": 4 * max_batch_bytes,
+        }
+        self._producer: Any = None
+        self._open: dict[tuple[str, int], Any] = {}
+        self._inflight: list[asyncio.Future[Any]] = []
+        self._started = False
+        self._lock = asyncio.Lock()
+        self.records = 0
+
+    async def start(self) -> None:
+        async with self._lock:
+            if not self._started:
+                # Built here, not in __init__: aiokafka binds to the running loop.
+                self._producer = AIOKafkaProducer(**self._config)
+                await self._producer.start()
+                self._started = True
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._started:
+                try:
+                    await self.flush()
+                finally:
+                    await self._producer.stop()
+                    self._started = False
+
+    async def add(
+        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes]]
+    ) -> None:
+        """Append records to ``topic[partition]``; full batches go out as they fill."""
+        if not self._started:
+            await self.start()
+        key = (topic, partition)
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = self._producer.create_batch()
+        n = 0
+        for k, v in records:
+            n += 1
+            if batch.append(key=k, value=v, timestamp=None) is None:
+                await self._send(batch, topic, partition)
+                batch = self._open[key] = self._producer.create_batch()
+                if batch.append(key=k, value=v, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(v)} bytes exceeds the batch size")
+        self.records += n
+
+    async def _send(self, batch: Any, topic: str, partition: int) -> None:
+        batch.close()
+        self._inflight.append(await self._producer.send_batch(batch, topic, partition=partition))
+
+    async def flush(self) -> None:
+        """Send what is open and wait until the broker acknowledged everything so far."""
+        for (topic, partition), batch in list(self._open.items()):
+            if batch.record_count():
+                await self._send(batch, topic, partition)
+        self._open.clear()
+        inflight, self._inflight = self._inflight, []
+        if inflight:
+            await asyncio.gather(*inflight)
