@@ -18,6 +18,7 @@ from pathlib import Path
 from outage_sms.brokers import running_broker
 
 from .ceilings import Measurement, consumer_getmany, make_records, producer_batch, producer_send
+from .fanout import FanoutResult, fanout_bench, summarize
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -39,7 +40,41 @@ async def ceilings(bootstrap: str, n: int, partitions: int) -> list[Measurement]
     return out
 
 
-def render(results: dict[str, list[Measurement]], n: int) -> str:
+def render_fanout(runs: list[FanoutResult]) -> list[str]:
+    if not runs:
+        return []
+    lines = [
+        "",
+        "## Fan-out (issue 3): one outage, every customer in one region, one worker",
+        "",
+        "Commands/s from producing the outage event to the last command acknowledged on "
+        "`sms.send-commands`; the ceiling is the same command records through aiokafka's "
+        "batch API in the same run. Store: RocksDB. Targets: >= 100,000/s and >= 20% of "
+        "the ceiling; RSS < 1.5 GiB; outage to first command p99 < 200 ms at idle.",
+        "",
+        "| broker | customers | commands/s | ceiling/s | share | first command (1M) "
+        "| idle p50 / p99 | worker RSS (peak) | restart to processing |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in runs:
+        x = summarize(r)
+        lines.append(
+            f"| {x['broker']} | {x['customers']:,} | {x['commands_per_s'] or 0:,.0f} "
+            f"| {x['ceiling_per_s'] or 0:,.0f} | {x['share'] or 0:.0%} "
+            f"| {(x['first_command_s'] or 0) * 1000:,.0f} ms "
+            f"| {x['idle_p50_ms'] or 0:,.0f} / {x['idle_p99_ms'] or 0:,.0f} ms "
+            f"| {x['rss_mib'] or 0:,.0f} MiB ({x['hwm_mib'] or 0:,.0f}) "
+            f"| {x['restart_s'] or 0:,.1f} s |"
+        )
+    notes = [f"- {r.broker}: {n}" for r in runs for n in r.notes]
+    if notes:
+        lines += ["", "Worker log lines:", "", *notes]
+    return lines
+
+
+def render(
+    results: dict[str, list[Measurement]], n: int, fanouts: list[FanoutResult] | None = None
+) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -57,6 +92,7 @@ def render(results: dict[str, list[Measurement]], n: int) -> str:
         top = ms[0].rate
         for m in ms:
             lines.append(f"| {broker} | {m.name} | {m.rate:,.0f} | {m.rate / top:.0%} |")
+    lines += render_fanout(fanouts or [])
     return "\n".join(lines) + "\n"
 
 
@@ -65,15 +101,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--broker", choices=["tansu", "kafka", "both"], default="tansu")
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--partitions", type=int, default=8)
+    p.add_argument(
+        "--fanout-customers",
+        type=int,
+        default=1_000_000,
+        help="customers in the fan-out benchmark (0 skips it)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     kinds = ["tansu", "kafka"] if args.broker == "both" else [args.broker]
     results: dict[str, list[Measurement]] = {}
+    fanouts: list[FanoutResult] = []
     for kind in kinds:
         progress(f"{kind}: starting broker")
         with running_broker(kind, progress=progress) as broker:  # type: ignore[arg-type]
             results[kind] = asyncio.run(ceilings(broker.bootstrap, args.records, args.partitions))
-    text = render(results, args.records)
+            if args.fanout_customers:
+                progress(f"{kind}: fan-out benchmark")
+                fanouts.append(
+                    asyncio.run(
+                        fanout_bench(
+                            broker.bootstrap,
+                            kind,
+                            args.fanout_customers,
+                            args.partitions,
+                            "rocksdb://",
+                            progress,
+                        )
+                    )
+                )
+    text = render(results, args.records, fanouts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -304,53 +304,77 @@ class FanoutPlanner:
             candidates = index.phones_in(regions)
             candidates.update(p for p, t in told.items() if t.kind is not MessageKind.RESTORED)
 
-        texts: dict[tuple[MessageKind, str, str | None, bool], Rendered] = {}
-        morning: dict[str, datetime | None] = {}
+        # Everything shared between recipients is computed once: texts, quiet-hours
+        # answers per zone, timestamps. The loop below runs a million times; it avoids enum
+        # attribute access and per-recipient formatting on purpose (bench/fanout.py).
+        texts: dict[tuple[str, str, str | None, bool], Rendered] = {}
+        per_zone: dict[str, tuple[datetime | None, str | None, str]] = {}
         eta_local: dict[tuple[str, str], str | None] = {}
-        base_cmd: dict[str, Any] = {
-            "schema_version": 1,
-            "outage_id": oid,
-            "outage_version": version,
-            "created_at": now_s,
-        }
         chunk = FanoutChunk()
-        groups: dict[tuple[Decision, str | None], list[list[Any]]] = {}
+        groups: dict[str, list[list[Any]]] = {}
         counts = summary.counts
+        work = summary.work
+        ttl = rules.command_ttl
+        default_expiry = format_utc(now + ttl)
+        alert, update, restored = MessageKind.ALERT, MessageKind.UPDATE, MessageKind.RESTORED
+        kind_names = {k: k.value for k in MessageKind}
+        choose = self.pool.choose
+        defer_alerts = rules.defer_service_alerts
+        eta_change = rules.eta_change
+        g_dup = f"{Decision.SKIPPED.value}:{Reason.DUPLICATE.value}"
+        g_same = f"{Decision.SKIPPED.value}:{Reason.NO_SIGNIFICANT_CHANGE.value}"
+        g_consent = f"{Decision.SUPPRESSED.value}:{Reason.NO_CONSENT.value}"
+        g_landline = f"{Decision.SUPPRESSED.value}:{Reason.LANDLINE.value}"
+        g_invalid = f"{Decision.SUPPRESSED.value}:{Reason.INVALID_NUMBER.value}"
+        g_nosender = f"{Decision.SUPPRESSED.value}:{Reason.NO_SENDER.value}"
+        g_optout = f"{Decision.SUPPRESSED.value}:{Reason.OPTED_OUT.value}"
+        g_bypass = f"{Decision.TARGETED.value}:{Reason.LIFE_SAFETY_BYPASS.value}"
+        g_quiet = f"{Decision.TARGETED.value}:{Reason.QUIET_HOURS_DEFERRAL.value}"
+        g_sent = f"{Decision.TARGETED.value}:-"
+        severity_s, status_s = outage.severity.value, outage.status.value
 
         def flush() -> FanoutChunk:
             nonlocal chunk, groups
-            for (decision, reason), entries in sorted(
-                groups.items(), key=lambda kv: (kv[0][0].value, kv[0][1] or "")
-            ):
-                first = entries[0][0]
+            for group, entries in sorted(groups.items()):
+                # "decision:reason" or, for plain sends, "decision:reason|kind|sender" with
+                # entries [phone, command_id] (a million dicts are not free).
+                base, *shared = group.split("|")
+                decision, reason = base.split(":")
+                counts[base] += len(entries)
+                facts: dict[str, Any] = {
+                    "partition": partition,
+                    "severity": severity_s,
+                    "status": status_s,
+                }
+                if shared:
+                    facts["kind"], facts["sender"] = shared
+                facts["recipients"] = entries
                 audit = {
                     "schema_version": 1,
-                    "audit_id": f"{oid}:{version}:p{partition}:{decision.value}:"
-                    f"{reason or 'none'}:{first}",
-                    "decision": decision.value,
-                    "reason": reason,
+                    "audit_id": f"{oid}:{version}:p{partition}:{group}:{entries[0][0]}",
+                    "decision": decision,
+                    "reason": None if reason == "-" else reason,
                     "phone": None,
                     "outage_id": oid,
                     "outage_version": version,
-                    "facts": {
-                        "partition": partition,
-                        "severity": outage.severity.value,
-                        "status": outage.status.value,
-                        "recipients": entries,
-                    },
+                    "facts": facts,
                     "at": now_s,
                 }
                 chunk.audits.append((oid, orjson.dumps(audit)))
             out, chunk, groups = chunk, FanoutChunk(), {}
             return out
 
-        def record(decision: Decision, reason: str | None, entry: list[Any]) -> None:
-            counts[f"{decision.value}:{reason or '-'}"] += 1
-            groups.setdefault((decision, reason), []).append(entry)
+        def record(group: str, entry: list[Any]) -> None:
+            entries = groups.get(group)
+            if entries is None:
+                groups[group] = [entry]
+            else:
+                entries.append(entry)
 
         n_in_chunk = 0
+        chunk_size = rules.chunk_size
         for phone in sorted(candidates):
-            if n_in_chunk >= rules.chunk_size:
+            if n_in_chunk >= chunk_size:
                 yield flush()
                 n_in_chunk = 0
             n_in_chunk += 1
@@ -358,115 +382,123 @@ class FanoutPlanner:
             sub = index.subscribers.get(phone)
 
             # Lifecycle: what, if anything, this number should hear about this version.
-            matching = (
-                [c for c in sub.customers if not regions.isdisjoint(c.regions)]
-                if sub is not None and not resolved
-                else []
-            )
+            if sub is not None and not resolved:
+                matching = [c for c in sub.customers if not regions.isdisjoint(c.regions)]
+            else:
+                matching = []
             if prior is not None and prior.version >= version:
-                record(Decision.SKIPPED, Reason.DUPLICATE, [phone, None, None])
+                record(g_dup, [phone, None, None])
                 continue
             if resolved or (prior is not None and not matching):
-                kind = MessageKind.RESTORED
-                if prior is None or prior.kind is MessageKind.RESTORED:
+                kind = restored
+                if prior is None or prior.kind is restored:
                     continue
-            elif prior is None or prior.kind is MessageKind.RESTORED:
-                kind = MessageKind.ALERT
-            elif prior.status != phase or _eta_moved(prior.eta, outage.eta, rules.eta_change):
-                kind = MessageKind.UPDATE
+            elif prior is None or prior.kind is restored:
+                kind = alert
+            elif prior.status != phase or _eta_moved(prior.eta, outage.eta, eta_change):
+                kind = update
             else:
-                record(Decision.SKIPPED, Reason.NO_SIGNIFICANT_CHANGE, [phone, None, None])
+                record(g_same, [phone, None, None])
                 continue
 
             # Compliance, in the order an auditor reads it.
             if sub is None:
                 # The customer record is gone (tombstone): no consent on file any more.
-                record(Decision.SUPPRESSED, Reason.NO_CONSENT, [phone, None, {"customers": []}])
+                record(g_consent, [phone, None, {"customers": []}])
                 continue
             people = matching or list(sub.customers)
-            consenting = [c for c in people if c.consent]
             if not sub.textable:
-                reason = Reason.LANDLINE if sub.line.startswith("fixed") else Reason.INVALID_NUMBER
-                record(Decision.SUPPRESSED, reason, [phone, None, {"line": sub.line}])
+                group = g_landline if sub.line.startswith("fixed") else g_invalid
+                record(group, [phone, None, {"line": sub.line}])
                 continue
-            sender = self.pool.choose(phone, sub.country)
+            sender = choose(phone, sub.country)
             if sender is None:
-                where = {"country": sub.country}
-                record(Decision.SUPPRESSED, Reason.NO_SENDER, [phone, None, where])
+                record(g_nosender, [phone, None, {"country": sub.country}])
                 continue
-            bypass: list[str] = []
+            consenting = [c for c in people if c.consent]
+            bypass: list[str] | None = None
             if not consenting:
                 if not life_safety:
-                    record(
-                        Decision.SUPPRESSED,
-                        Reason.NO_CONSENT,
-                        [phone, None, {"customers": [c.customer_id for c in people]}],
-                    )
+                    record(g_consent, [phone, None, {"customers": [c.customer_id for c in people]}])
                     continue
-                bypass.append(Reason.NO_CONSENT.value)
-            opt = optouts.get(phone)
+                bypass = [Reason.NO_CONSENT.value]
+            opt = optouts.get(phone) if optouts else None
             if opt is not None and opt.blocks(sender.id):
-                scope = "all" if opt.all_senders else "sender"
                 if not life_safety:
-                    record(
-                        Decision.SUPPRESSED,
-                        Reason.OPTED_OUT,
-                        [phone, None, {"scope": scope, "sender": sender.id}],
-                    )
+                    scope = "all" if opt.all_senders else "sender"
+                    record(g_optout, [phone, None, {"scope": scope, "sender": sender.id}])
                     continue
-                bypass.append(Reason.OPTED_OUT.value)
+                bypass = [*(bypass or ()), Reason.OPTED_OUT.value]
 
             person = (consenting or people)[0]
             zone_name = person.timezone or sub.number_timezone or rules.default_timezone
-            if zone_name not in morning:
-                morning[zone_name] = self._morning(self._zone(zone_name), now)
+            zone = per_zone.get(zone_name)
+            if zone is None:
+                morning = self._morning(self._zone(zone_name), now)
+                zone = per_zone[zone_name] = (
+                    morning,
+                    format_utc(morning) if morning else None,
+                    format_utc(morning + ttl) if morning else default_expiry,
+                )
             not_before = None
-            if not life_safety and morning[zone_name] is not None:
-                if kind is not MessageKind.ALERT or rules.defer_service_alerts:
-                    not_before = morning[zone_name]
+            expires = default_expiry
+            if zone[0] is not None and not life_safety and (kind is not alert or defer_alerts):
+                not_before, expires = zone[1], zone[2]
 
             first = phone not in introduced
             lang = person.language
-            tkey = (zone_name, lang)
-            if tkey not in eta_local:
-                eta_local[tkey] = format_eta(outage.eta, self._zone(zone_name), now, lang)
-            text_key = (kind, lang, eta_local[tkey], first)
-            text = texts.get(text_key)
-            if text is None:
-                text = self.templates.render(
-                    kind, lang, outage.summary, eta_local[tkey], outage.status_url, first
+            kind_s = kind_names[kind]
+            local = eta_local.get((zone_name, lang), "?")
+            if local == "?":
+                local = eta_local[(zone_name, lang)] = format_eta(
+                    outage.eta, self._zone(zone_name), now, lang
                 )
-                texts[text_key] = text
+            text = texts.get((kind_s, lang, local, first))
+            if text is None:
+                text = texts[(kind_s, lang, local, first)] = self.templates.render(
+                    kind, lang, outage.summary, local, outage.status_url, first
+                )
 
             cid = command_id(oid, version, phone)
-            start = not_before or now
-            cmd = dict(base_cmd)
-            cmd.update(
-                command_id=cid,
-                kind=kind.value,
-                to=phone,
-                body=text.body,
-                encoding=text.encoding.value,
-                segments=text.segments,
-                language=lang,
-                life_safety_bypass=bool(bypass),
-                not_before=format_utc(not_before) if not_before else None,
-                expires_at=format_utc(start + rules.command_ttl),
+            chunk.commands.append(
+                (
+                    phone,
+                    orjson.dumps(
+                        {
+                            "schema_version": 1,
+                            "command_id": cid,
+                            "kind": kind_s,
+                            "outage_id": oid,
+                            "outage_version": version,
+                            "from": sender.id,
+                            "to": phone,
+                            "body": text.body,
+                            "encoding": text.encoding.value,
+                            "segments": text.segments,
+                            "created_at": now_s,
+                            "not_before": not_before,
+                            "expires_at": expires,
+                            "life_safety_bypass": bypass is not None,
+                            "language": lang,
+                        }
+                    ),
+                )
             )
-            cmd["from"] = sender.id
-            chunk.commands.append((phone, orjson.dumps(cmd)))
-            chunk.told.append((phone, kind.value))
-            summary.work[sender.id] += text.segments if sender.per_segment else 1
-            facts: dict[str, Any] = {"kind": kind.value, "sender": sender.id}
-            if bypass:
-                facts["bypassed"] = bypass
-                record(Decision.TARGETED, Reason.LIFE_SAFETY_BYPASS, [phone, cid, facts])
+            chunk.told.append((phone, kind_s))
+            work[sender.id] += text.segments if sender.per_segment else 1
+            if bypass is not None:
+                facts = {"kind": kind_s, "sender": sender.id, "bypassed": bypass}
+                record(g_bypass, [phone, cid, facts])
             elif not_before is not None:
-                facts["not_before"] = cmd["not_before"]
-                facts["timezone"] = zone_name
-                record(Decision.TARGETED, Reason.QUIET_HOURS_DEFERRAL, [phone, cid, facts])
+                facts = {
+                    "kind": kind_s,
+                    "sender": sender.id,
+                    "not_before": not_before,
+                    "timezone": zone_name,
+                }
+                record(g_quiet, [phone, cid, facts])
             else:
-                record(Decision.TARGETED, None, [phone, cid, facts])
+                record(f"{g_sent}|{kind_s}|{sender.id}", [phone, cid])
 
         if n_in_chunk:
             yield flush()

@@ -344,7 +344,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 await save()
         await save()
 
-        projection = summary.projection
+        # This partition has about 1/partitions of the recipients and, under a uniform hash,
+        # the same share of each sender's rate: its projection is the whole fan-out's.
+        projection = pool.project(summary.work, share=1 / s.partitions)
         seconds = projection.seconds if projection else 0.0
         late = seconds > s.fanout_warn_hours * 3600
         record = AuditRecord(

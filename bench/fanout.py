@@ -1,0 +1,297 @@
+"""Fan-out benchmark: one outage to N customers in one region, on one worker process.
+
+Measured in one run, beside the ceiling of the same records through aiokafka's batch API:
+commands/s from the outage event to the last command on the topic, outage-to-first-command
+latency at idle, the worker's memory, and the time a restarted worker takes to process
+again with N customers in its tables.
+
+The customer table is preloaded straight into its changelog (the state a worker recovers
+from), so the run measures the fan-out and the recovery, not the CRM import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from outage_sms.admin import ensure_topics
+from outage_sms.brokers import terminate
+from topology.settings import Settings
+from topology.topics import Role, TopicRegistry
+
+from .ceilings import Measurement, producer_batch
+
+__all__ = ["FanoutResult", "fanout_bench"]
+
+FACTS = {"line": "fixed_line_or_mobile", "textable": True, "country": "US", "timezone": None}
+
+
+@dataclass
+class FanoutResult:
+    broker: str
+    customers: int
+    fanout: Measurement | None = None
+    ceiling: Measurement | None = None
+    first_command_s: float | None = None
+    idle_latency_ms: list[float] = field(default_factory=list)
+    restart_s: float | None = None
+    rss_mib: float | None = None
+    hwm_mib: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def phone(i: int) -> str:
+    """Valid NANP numbers: exchanges 200-299 of area code 415, 10,000 lines each."""
+    return f"+1415{200 + i // 10_000:03d}{i % 10_000:04d}"
+
+
+def partition_of(number: str, partitions: int) -> int:
+    """Where the by-phone topic puts a number (aiokafka's default partitioner)."""
+    return (murmur2(number.encode()) & 0x7FFFFFFF) % partitions
+
+
+def outage(oid: str, version: int, regions: list[str]) -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "outage_id": oid,
+            "version": version,
+            "status": "detected",
+            "severity": "service",
+            "regions": regions,
+            "summary": "Storm damage to lines; crews are on the way",
+            "eta": "2026-11-22T23:00:00Z",
+            "status_url": "https://status.citypower.example/o/1",
+            "occurred_at": "2026-11-22T20:00:00Z",
+        }
+    )
+
+
+async def preload(settings: Settings, n: int, progress: Any) -> None:
+    """N subscribers in region R1 (the first also in WARM), written as table state."""
+    topic = TopicRegistry(settings)[Role.SUBSCRIBERS_CHANGELOG].name
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=512 * 1024
+    )
+    await producer.start()
+    try:
+        batches: dict[int, Any] = {}
+        pending = []
+        for i in range(n):
+            number = phone(i)
+            p = partition_of(number, settings.partitions)
+            value = orjson.dumps(
+                {
+                    "p": p,
+                    "facts": FACTS,
+                    "customers": {
+                        f"C{i:07d}": {
+                            "customer_id": f"C{i:07d}",
+                            "phone": number,
+                            "regions": ["R1", "WARM"] if i == 0 else ["R1"],
+                            "sms_consent": True,
+                            "language": "en",
+                            "timezone": "America/Los_Angeles",
+                        }
+                    },
+                }
+            )
+            batch = batches.get(p) or batches.setdefault(p, producer.create_batch())
+            if batch.append(key=orjson.dumps(number), value=value, timestamp=None) is None:
+                batch.close()
+                pending.append(await producer.send_batch(batch, topic, partition=p))
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=orjson.dumps(number), value=value, timestamp=None)
+            if i and i % 250_000 == 0:
+                progress(f"    preloaded {i:,} customers")
+        for p, batch in batches.items():
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGE_SMS_")}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers or "",
+        OUTAGE_SMS_BROKER_KIND=settings.broker_kind,
+        OUTAGE_SMS_TOPIC_PREFIX=settings.topic_prefix,
+        OUTAGE_SMS_PARTITIONS=str(settings.partitions),
+        OUTAGE_SMS_STORE=settings.store,
+        OUTAGE_SMS_DATA_DIR=str(settings.data_dir),
+        OUTAGE_SMS_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class Offsets:
+    """End offsets of a topic, without consuming it (the bench must not steal the CPU)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> Offsets:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def total(self) -> int:
+        ends = await self.consumer.end_offsets(self.tps)
+        return sum(ends.values())
+
+    async def wait_for(self, target: int, timeout: float, poll: float = 0.005) -> float:
+        deadline = time.monotonic() + timeout
+        while await self.total() < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {await self.total():,} of {target:,} commands")
+            await asyncio.sleep(poll)
+        return time.perf_counter()
+
+
+async def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def _rss(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        fields[name] = rest.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def fanout_bench(
+    bootstrap: str, kind: str, n: int, partitions: int, store: str, progress: Any
+) -> FanoutResult:
+    result = FanoutResult(kind, n)
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="outage-sms-bench-") as tmp:
+        s = Settings(
+            bootstrap_servers=bootstrap,
+            broker_kind=kind,  # type: ignore[arg-type]
+            topic_prefix=f"b{run}.",
+            partitions=partitions,
+            store=store,
+            data_dir=Path(tmp) / "data",
+        )
+        reg = TopicRegistry(s)
+        await ensure_topics(s)
+        progress(f"  preloading {n:,} customers into the subscriber table's changelog ...")
+        await preload(s, n, progress)
+        commands = reg[Role.SEND_COMMANDS].name
+        events = reg[Role.OUTAGE_EVENTS].name
+        log = Path(tmp) / "worker.log"
+        with log.open("wb") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "outage_sms", "worker"],
+                env=worker_env(s),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                async with Offsets(bootstrap, commands, partitions) as offsets:
+                    progress("  worker recovering; warm-up outage to one customer ...")
+                    await _produce(bootstrap, events, b"WARM", outage("WARM", 1, ["WARM"]))
+                    await offsets.wait_for(1, timeout=900, poll=0.05)
+                    result.restart_s = time.perf_counter() - started
+                    progress(f"  processing {result.restart_s:.1f}s after start")
+
+                    for i in range(30):
+                        base = await offsets.total()
+                        t0 = time.perf_counter()
+                        oid = f"LAT{i}"
+                        await _produce(bootstrap, events, oid.encode(), outage(oid, 1, ["WARM"]))
+                        t1 = await offsets.wait_for(base + 1, timeout=60, poll=0.001)
+                        result.idle_latency_ms.append((t1 - t0) * 1000)
+
+                    progress(f"  the outage: {n:,} customers in one region ...")
+                    base = await offsets.total()
+                    t0 = time.perf_counter()
+                    await _produce(bootstrap, events, b"BIG", outage("BIG", 1, ["R1"]))
+                    first = await offsets.wait_for(base + 1, timeout=120, poll=0.001)
+                    result.first_command_s = first - t0
+                    last = await offsets.wait_for(base + n, timeout=1800, poll=0.02)
+                    result.fanout = Measurement("fan-out, outage to last command", n, last - t0)
+                    result.rss_mib, result.hwm_mib = _rss(proc.pid)
+                    progress(f"  {result.fanout.rate:,.0f} commands/s")
+            finally:
+                code = terminate(proc, grace=30)
+                if code not in (0, -15):
+                    result.notes.append(f"worker exit {code}: {log.read_text()[-2000:]}")
+        for line in log.read_text(errors="replace").splitlines():
+            if "fan-out BIG" in line or "views rebuilt" in line:
+                result.notes.append(line.split("] ", 1)[-1][:200])
+
+        progress("  ceiling: the same commands through aiokafka's batch API ...")
+        records = await _read_commands(bootstrap, commands, partitions, "BIG", n)
+        result.ceiling = await producer_batch(bootstrap, f"b{run}.ceiling", records, partitions)
+    return result
+
+
+async def _read_commands(
+    bootstrap: str, topic: str, partitions: int, outage_id: str, n: int
+) -> list[tuple[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        marker = f'"outage_id":"{outage_id}"'.encode()
+        while len(out) < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=50_000)
+            if not batch:
+                break
+            for msgs in batch.values():
+                out.extend(
+                    (m.key or b"", m.value or b"") for m in msgs if marker in (m.value or b"")
+                )
+    finally:
+        await consumer.stop()
+    return out
+
+
+def summarize(r: FanoutResult) -> dict[str, Any]:
+    lat = sorted(r.idle_latency_ms)
+    return {
+        "broker": r.broker,
+        "customers": r.customers,
+        "commands_per_s": r.fanout.rate if r.fanout else None,
+        "ceiling_per_s": r.ceiling.rate if r.ceiling else None,
+        "share": (r.fanout.rate / r.ceiling.rate) if r.fanout and r.ceiling else None,
+        "first_command_s": r.first_command_s,
+        "idle_p50_ms": statistics.median(lat) if lat else None,
+        "idle_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        "restart_s": r.restart_s,
+        "rss_mib": r.rss_mib,
+        "hwm_mib": r.hwm_mib,
+    }
