@@ -308,6 +308,7 @@ class FanoutPlanner:
         # answers per zone, timestamps. The loop below runs a million times; it avoids enum
         # attribute access and per-recipient formatting on purpose (bench/fanout.py).
         texts: dict[tuple[str, str, str | None, bool], Rendered] = {}
+        tails: dict[tuple[Any, ...], bytes] = {}
         per_zone: dict[str, tuple[datetime | None, str | None, str]] = {}
         eta_local: dict[tuple[str, str], str | None] = {}
         chunk = FanoutChunk()
@@ -460,30 +461,30 @@ class FanoutPlanner:
                 )
 
             cid = command_id(oid, version, phone)
-            chunk.commands.append(
-                (
-                    phone,
-                    orjson.dumps(
-                        {
-                            "schema_version": 1,
-                            "command_id": cid,
-                            "kind": kind_s,
-                            "outage_id": oid,
-                            "outage_version": version,
-                            "from": sender.id,
-                            "to": phone,
-                            "body": text.body,
-                            "encoding": text.encoding.value,
-                            "segments": text.segments,
-                            "created_at": now_s,
-                            "not_before": not_before,
-                            "expires_at": expires,
-                            "life_safety_bypass": bypass is not None,
-                            "language": lang,
-                        }
-                    ),
+            # Every field but the id and the number is shared by many recipients: serialise
+            # that part once and splice the two in (both are plain ASCII: hex, E.164).
+            shape = (kind_s, lang, local, first, sender.id, not_before, expires, bypass is None)
+            tail = tails.get(shape)
+            if tail is None:
+                whole = orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "kind": kind_s,
+                        "outage_id": oid,
+                        "outage_version": version,
+                        "from": sender.id,
+                        "body": text.body,
+                        "encoding": text.encoding.value,
+                        "segments": text.segments,
+                        "created_at": now_s,
+                        "not_before": not_before,
+                        "expires_at": expires,
+                        "life_safety_bypass": bypass is not None,
+                        "language": lang,
+                    }
                 )
-            )
+                tail = tails[shape] = b"," + whole[1:]
+            chunk.commands.append((phone, f'{{"command_id":"{cid}","to":"{phone}"'.encode() + tail))
             chunk.told.append((phone, kind_s))
             work[sender.id] += text.segments if sender.per_segment else 1
             if bypass is not None:

@@ -173,6 +173,16 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    async def log_contains(self, text: str, count: int = 1, timeout: float = 90.0) -> None:
+        """Await ``count`` log lines containing ``text`` (needs OUTAGE_SMS_LOG_LEVEL=INFO)."""
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text(errors="replace").count(text) < count:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited ({self.proc.returncode}):\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {count}x {text!r} in {timeout}s:\n{self.log_tail()}")
+            await asyncio.sleep(0.1)
+
     def log_tail(self, n: int = 40) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])

@@ -7,6 +7,7 @@ with its own settings (topic prefix, store, partitions).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         web_enabled=s.web_enabled,
         web_port=s.web_port,
         consumer_auto_offset_reset="earliest",
+        # Tansu answers ListOffsets(latest) with the LAST BATCH's base offset + 1, so Faust's
+        # table recovery stops short of the rest of that batch. One record per batch keeps
+        # its answer right (tables are low-rate; the fan-out's bulk output is not a table).
+        producer_max_batch_size=1 if s.broker_kind == "tansu" else 16384,
     )
     built = OutageSmsApp(settings=s, registry=registry, faust_app=app)
 
@@ -300,6 +305,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             outage = OutageEvent.from_bytes(event.value)
             if not views.built:
                 views.build(subscribers.items(), fanout_memory.items(), optouts.items())
+                # A million long-lived index objects would otherwise be re-scanned by every
+                # full GC pass during the fan-out's allocation-heavy loop.
+                gc.freeze()
             await run_fanout(outage, partition)
 
         await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
