@@ -73,6 +73,11 @@ class ContentPolicy:
         )
         self._shorteners = frozenset(h.strip().lower() for h in shorteners if h.strip())
 
+    def _is_shortener(self, host: str) -> bool:
+        """The listed host or any subdomain of it (www.bit.ly is bit.ly)."""
+        parts = host.split(".")
+        return any(".".join(parts[i:]) in self._shorteners for i in range(len(parts) - 1))
+
     def violation(self, *texts: str | None) -> str | None:
         """None when the texts may be sent, else a reason naming what was found."""
         for text in texts:
@@ -82,10 +87,10 @@ class ContentPolicy:
                 return f"carrier-forbidden content: {m.group(1).lower()!r}"
             for m in _URL.finditer(text):
                 host = m.group(1).lower()
-                if host in self._shorteners:
+                if self._is_shortener(host):
                     return f"public URL shortener {host!r} (carriers filter these)"
             if text.startswith("http"):
                 host = (urlsplit(text).hostname or "").lower()
-                if host in self._shorteners:
+                if self._is_shortener(host):
                     return f"public URL shortener {host!r} (carriers filter these)"
         return None

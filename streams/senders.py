@@ -86,7 +86,10 @@ class SenderPool:
             return None
         if len(candidates) == 1:
             return candidates[0]
-        return candidates[zlib.crc32(phone.encode()) % len(candidates)]
+        # Rendezvous hashing: adding or removing a sender moves only the numbers that go to
+        # (or came from) that sender, so a sender-scoped opt-out keeps its meaning.
+        key = phone.encode()
+        return max(candidates, key=lambda s: zlib.crc32(key + s.id.encode()))
 
     def project(self, work: Mapping[str, int], share: float = 1.0) -> Projection:
         """Time to drain ``work`` (sender id -> messages or segments) at ``share`` of each rate.
@@ -126,6 +129,8 @@ def parse_pool(text: str) -> SenderPool:
     for i, item in enumerate(raw):
         try:
             kind = SenderType(item["type"])
+            if not isinstance(item["countries"], list) or not item["countries"]:
+                raise ValueError('countries must be a non-empty JSON list, e.g. ["US"]')
             senders.append(
                 Sender(
                     id=str(item["id"]),

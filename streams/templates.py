@@ -115,11 +115,11 @@ class Templates:
             suffix = eta
         else:
             raise ValueError(f"no outage template for kind {kind.value!r}")
-        body = fit(
-            transliterate(prefix),
-            transliterate(variable).strip(),
-            transliterate(suffix + info + stop),
-            max_segments=self.max_segments,
-        )
+        head, tail = transliterate(prefix), transliterate(suffix + info + stop)
+        body = fit(head, transliterate(variable).strip(), tail, max_segments=self.max_segments)
+        if not body.endswith(tail):
+            # The obligations (status link, "Reply STOP") do not fit in the segment budget
+            # (a long status URL): spend more segments rather than cut them off.
+            body = fit(head, transliterate(variable).strip(), tail, max_segments=10)
         cost = segment_info(body)
         return Rendered(body, cost.encoding, cost.segments)
