@@ -250,13 +250,20 @@ async def fanout_bench(
                     result.restart_s = time.perf_counter() - started
                     progress(f"  processing {result.restart_s:.1f}s after start")
 
-                    for i in range(30):
-                        base = await offsets.total()
-                        t0 = time.perf_counter()
-                        oid = f"LAT{i}"
-                        await _produce(bootstrap, events, oid.encode(), outage(oid, 1, ["WARM"]))
-                        t1 = await offsets.wait_for(base + 1, timeout=60, poll=0.001)
-                        result.idle_latency_ms.append((t1 - t0) * 1000)
+                    sender = AIOKafkaProducer(bootstrap_servers=bootstrap)
+                    await sender.start()
+                    try:
+                        for i in range(30):
+                            base = await offsets.total()
+                            oid = f"LAT{i}"
+                            t0 = time.perf_counter()
+                            await sender.send_and_wait(
+                                events, outage(oid, 1, ["WARM"]), key=oid.encode()
+                            )
+                            t1 = await offsets.wait_for(base + 1, timeout=60, poll=0.001)
+                            result.idle_latency_ms.append((t1 - t0) * 1000)
+                    finally:
+                        await sender.stop()
 
                     progress(f"  the outage: {n:,} customers in one region ...")
                     base = await offsets.total()
