@@ -30,7 +30,9 @@ class OutageEvent(Record):
     outage_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     version: Version = Field(description="Increases with every update of this outage.")
     status: OutageStatus
-    severity: OutageSeverity = OutageSeverity.SERVICE
+    # Required, no default: a life-safety event that forgot the field must be dead-lettered
+    # (and fixed upstream), never silently downgraded to a service notice.
+    severity: OutageSeverity
     regions: list[str] = Field(min_length=1, max_length=10_000)
     summary: str = Field(min_length=1, max_length=500, description="Short plain text.")
     eta: UtcDatetime | None = Field(default=None, description="Estimated restoration.")

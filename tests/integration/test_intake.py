@@ -49,6 +49,12 @@ def outage(oid: str, version: int, **over: object) -> bytes:
     return orjson.dumps(rec)
 
 
+def without(value: bytes, field: str) -> bytes:
+    rec = orjson.loads(value)
+    del rec[field]
+    return orjson.dumps(rec)
+
+
 def customer(cid: str, phone: str, **over: object) -> bytes:
     rec = {
         "schema_version": 1,
@@ -99,6 +105,7 @@ async def test_every_kind_of_bad_input_lands_in_its_dlq_and_later_records_are_pr
             (b"O1", outage("O1", "two")),  # wrong type -> validation
             (b"O1", orjson.dumps({"outage_id": "O1", "version": 1})),  # missing fields
             (b"O1", outage("O1", 1, status="exploded")),  # unknown enum
+            (b"O1", without(outage("O1", 2, severity="life_safety"), "severity")),  # no default
             (b"O1", big),  # oversized
             (None, outage("O1", 1)),  # null key
             (b"O9", outage("O1", 1)),  # key mismatch
@@ -147,12 +154,12 @@ async def test_every_kind_of_bad_input_lands_in_its_dlq_and_later_records_are_pr
     customer_null_keys = 0 if settings.broker_kind == "kafka" else 1
 
     out_dlq = await read(Role.OUTAGE_EVENTS_DLQ).until(
-        lambda r: len(r.records) >= 9, what="9 outage dead letters"
+        lambda r: len(r.records) >= 10, what="10 outage dead letters"
     )
     assert reasons(out_dlq) == Counter(
         {
             "malformed_json": 1,
-            "validation": 3,
+            "validation": 4,
             "oversized": 1,
             "null_key": 1,
             "key_mismatch": 1,
@@ -191,6 +198,7 @@ async def test_every_kind_of_bad_input_lands_in_its_dlq_and_later_records_are_pr
         assert letter["source_topic"].startswith(settings.topic_prefix)
         if letter["value_size"]:
             assert letter["value_b64"] and letter["value_sha256"]
+    assert any("severity" in v["error"] for v in out_dlq.json_values()), "never downgraded"
     oversized = [v for v in out_dlq.json_values() if v["reason"] == "oversized"][0]
     assert oversized["value_truncated"] and oversized["value_size"] == len(big)
 

@@ -108,6 +108,23 @@ def test_status_url_must_be_https() -> None:
         OutageEvent.from_obj(raw)
 
 
+def test_severity_is_required_so_a_life_safety_event_is_never_downgraded() -> None:
+    golden = json.loads((GOLDEN / "outage.events.json").read_text())
+    del golden["severity"]
+    with pytest.raises(ValidationError, match="severity"):
+        OutageEvent.from_bytes(json.dumps(golden))
+    schema = json.loads((JSON_DIR / "outage.events.schema.json").read_text())
+    assert "severity" in schema["required"]
+    assert "default" not in schema["properties"]["severity"]
+
+
+@pytest.mark.parametrize("severity", ["service", "life_safety"])
+def test_both_severities_are_accepted(severity: str) -> None:
+    golden = json.loads((GOLDEN / "outage.events.json").read_text())
+    event = OutageEvent.from_bytes(json.dumps({**golden, "severity": severity}))
+    assert event.severity == severity
+
+
 @pytest.mark.parametrize("bad", [True, 1.0, "1", 2])
 def test_schema_version_must_be_the_integer_one(bad: object) -> None:
     golden = json.loads((GOLDEN / "outage.events.json").read_text())
@@ -119,6 +136,10 @@ def test_versions_beyond_int64_are_rejected() -> None:
     golden = json.loads((GOLDEN / "outage.events.json").read_text())
     with pytest.raises(ValidationError, match="version"):
         OutageEvent.from_bytes(json.dumps({**golden, "version": 2**63}))
+    top = OutageEvent.from_bytes(json.dumps({**golden, "version": 2**63 - 1}))
+    assert top.version == 2**63 - 1
+    schema = json.loads((JSON_DIR / "outage.events.schema.json").read_text())
+    assert schema["properties"]["version"]["maximum"] == 2**63 - 1
 
 
 @pytest.mark.parametrize("sender", ["+14155550100", "87654", "123"])
