@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streams.errors import ConfigurationError
@@ -61,10 +62,13 @@ async def _partition_counts(
 
 
 async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicReport:
-    """Create missing topics; fail clearly when an existing one has the wrong partitions.
+    """Create missing topics; fail clearly when an existing one has the wrong partitions
+    or the wrong cleanup policy.
 
     Co-partitioned topics (keyed by phone, and table changelogs) must have exactly
     ``settings.partitions``: Faust would otherwise read the wrong shard or refuse to start.
+    Where the broker does not report a topic's cleanup policy (Tansu, for a topic created
+    without one), that check is skipped with a warning.
     """
     if not settings.bootstrap_servers:
         raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
@@ -77,6 +81,7 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
         missing = [s for s in specs if s.name not in present]
         counts = await _partition_counts(admin, [s.name for s in existing])
         _check_counts(existing, counts, registry)
+        _check_policies(existing, await _cleanup_policies(admin, existing), settings)
         if missing and not create:
             names = ", ".join(s.name for s in missing)
             raise ConfigurationError(f"missing topics: {names}; run `outage-sms topics create`")
@@ -103,9 +108,83 @@ async def ensure_topics(settings: Settings, *, create: bool = True) -> TopicRepo
             log.info("created topics: %s", ", ".join(s.name for s in missing))
             counts = await _partition_counts(admin, [s.name for s in missing])
             _check_counts(missing, counts, registry)
+            raced = {err[0] for err in response.topic_errors if err[1] == _TOPIC_ALREADY_EXISTS}
+            theirs = [s for s in missing if s.name in raced]
+            if theirs:  # created by someone else meanwhile: with which policy?
+                _check_policies(theirs, await _cleanup_policies(admin, theirs), settings)
         return TopicReport([s.name for s in missing], [s.name for s in existing])
     finally:
         await admin.close()
+
+
+async def _cleanup_policies(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec]
+) -> dict[str, str | None]:
+    """``cleanup.policy`` of each topic as the broker reports it; None where it reports none.
+
+    Asks for every config of the topics rather than naming ``cleanup.policy``: Tansu closes
+    the connection on a filtered DescribeConfigs. Tansu reports only the configs a topic was
+    created with, so a topic created there without one has no answer (None).
+    """
+    if not specs:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
+    try:
+        responses = await admin.describe_configs(resources)
+    except (KafkaError, ValueError) as exc:  # ValueError: a response aiokafka cannot decode
+        log.warning("cleanup.policy check skipped: the broker cannot describe configs (%r)", exc)
+        return {s.name: None for s in specs}
+    found: dict[str, str | None] = {s.name: None for s in specs}
+    for response in responses:
+        for error_code, error_message, _type, name, entries in response.resources:
+            if error_code:
+                log.warning("cleanup.policy of %s unknown: %s", name, error_message or error_code)
+                continue
+            for entry in entries:  # (name, value, ...) in every DescribeConfigs version
+                if entry[0] == "cleanup.policy" and name in found:
+                    found[name] = entry[1]
+    return found
+
+
+def _policy(value: str) -> frozenset[str]:
+    return frozenset(p.strip() for p in value.split(",") if p.strip())
+
+
+def _check_policies(
+    existing: list[TopicSpec], policies: dict[str, str | None], settings: Settings
+) -> None:
+    """Fail when an existing topic's cleanup policy differs from the registry's.
+
+    A table changelog that is not compacted loses table state to retention; a compacted
+    input topic keeps only the latest record per key. Neither is fixed silently: switching
+    a policy on a topic that holds data is a decision for whoever owns that data.
+    """
+    unknown = [s.name for s in existing if policies.get(s.name) is None]
+    if unknown:
+        log.warning(
+            "cleanup.policy check skipped for %d topic(s): the broker reports none "
+            "(Tansu keeps only configs given at creation): %s",
+            len(unknown),
+            ", ".join(unknown),
+        )
+    wrong = [
+        (s.name, policy, s.configs()["cleanup.policy"])
+        for s in existing
+        if (policy := policies.get(s.name)) is not None
+        and _policy(policy) != _policy(s.configs()["cleanup.policy"])
+    ]
+    if wrong:
+        detail = "; ".join(f"{n} is {have!r}, needs {want!r}" for n, have, want in wrong)
+        bootstrap = settings.bootstrap_servers
+        fixes = "; ".join(
+            f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
+            f"--entity-name {n} --add-config cleanup.policy={want}"
+            for n, _, want in wrong
+        )
+        raise ConfigurationError(
+            f"cleanup-policy mismatch: {detail}. Change the policy ({fixes}), or delete the "
+            "topic and run `outage-sms topics create`"
+        )
 
 
 def _check_counts(existing: list[TopicSpec], counts: dict[str, int], reg: TopicRegistry) -> None:
