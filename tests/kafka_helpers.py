@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from outage_sms.brokers import terminate
 from topology.settings import Settings
@@ -29,6 +30,56 @@ async def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> None
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> end offset (the next offset to be written) of ``topic``."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    try:
+        await c._client.force_metadata_update()  # noqa: SLF001
+        parts = c.partitions_for_topic(topic)
+        if not parts:
+            raise AssertionError(f"topic {topic} has no partitions")
+        ends = await c.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await c.stop()
+
+
+async def committed_offsets(
+    bootstrap: str, group: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> offset committed by consumer group ``group`` (-1: none).
+
+    Names the partitions: Tansu answers the "all partitions" form of OffsetFetch with a
+    response aiokafka cannot decode."""
+    tps = [TopicPartition(t, p) for t, p in partitions]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): om.offset for tp, om in offsets.items()}
+
+
+async def await_committed(
+    bootstrap: str, group: str, topics: Iterable[str], timeout: float = 60.0
+) -> dict[tuple[str, int], int]:
+    """Await the group committing everything written so far to ``topics``: every non-empty
+    partition committed at its end offset. Returns the committed offsets."""
+    want = {(t, p): end for t in topics for p, end in (await end_offsets(bootstrap, t)).items()}
+    want = {tp: end for tp, end in want.items() if end > 0}
+    deadline = time.monotonic() + timeout
+    while True:
+        have = await committed_offsets(bootstrap, group, want)
+        behind = {tp: (have.get(tp), end) for tp, end in want.items() if have.get(tp, -1) < end}
+        if not behind:
+            return have
+        if time.monotonic() > deadline:
+            raise AssertionError(f"group {group} did not commit in {timeout}s: {behind}")
+        await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -167,6 +218,25 @@ class WorkerProcess:
         code = terminate(self.proc, grace=30)
         self._log.close()
         return code
+
+    def stop_cleanly(self) -> None:
+        """Stop with SIGTERM and insist on a clean shutdown.
+
+        The worker must still be running when asked to stop (one that exited on its own,
+        even with 0, failed the test), and must exit 0. -15 is NOT clean: it means SIGTERM
+        killed the process before Faust's handler was installed or after it was removed,
+        i.e. no orderly shutdown and no final commit; -9 means it hung past the grace period.
+        """
+        if self.proc is None:
+            return
+        early = self.proc.poll()
+        code = self.stop()
+        if early is not None:
+            raise AssertionError(
+                f"worker exited by itself ({early}) before the test stopped it:\n{self.log_tail()}"
+            )
+        if code != 0:
+            raise AssertionError(f"worker exited with {code} on SIGTERM:\n{self.log_tail()}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

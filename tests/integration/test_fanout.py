@@ -83,7 +83,7 @@ async def worker(settings: Settings, tmp_path: Path) -> AsyncIterator[WorkerProc
     try:
         yield w
     finally:
-        assert w.stop() in (0, -15), w.log_tail()
+        w.stop_cleanly()
 
 
 def topic(settings: Settings, role: Role) -> str:
@@ -220,7 +220,7 @@ async def test_no_second_message_for_the_same_version_after_restart_and_replayed
         await produce(bootstrap, topic(settings, Role.OUTAGE_EVENTS), [outage(1)])
         await all_partitions_done(audit, settings, 1, commands)
     finally:
-        assert first.stop() == 0, first.log_tail()
+        first.stop_cleanly()
     assert len(commands.json_values()) == 2
 
     # A retried fan-out after the restart: v1 copied to every partition again (as a crash
@@ -245,7 +245,7 @@ async def test_no_second_message_for_the_same_version_after_restart_and_replayed
         )
         await commands.catch_up()
     finally:
-        assert second.stop() == 0, second.log_tail()
+        second.stop_cleanly()
     assert len(commands.json_values()) == 2, "the replayed version sent nothing new"
     assert recipients(audit, "skipped", "duplicate") == {A, N}
 
@@ -279,9 +279,12 @@ async def test_fanout_runs_in_every_partition_across_two_workers_one_command_eac
         audit = read(Role.AUDIT)
         await all_partitions_done(audit, settings, 1)
     finally:
-        for w in workers:
-            if w.proc is not None:
-                assert w.stop() == 0, w.log_tail()
+        # Stop both before judging either, so a failure does not leave one running.
+        started = [w for w in workers if w.proc is not None]
+        early = [w.proc.poll() for w in started if w.proc is not None]
+        codes = [w.stop() for w in started]
+        for w, first_poll, code in zip(started, early, codes, strict=True):
+            assert first_poll is None and code == 0, f"exit {first_poll}/{code}:\n{w.log_tail()}"
     sent = commands.json_values()
     assert Counter(c["to"] for c in sent) == Counter(phones), "each exactly once"
     for (key, _), partition in zip(commands.records, commands.partitions, strict=True):

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from outage_sms.admin import ensure_topics
-from tests.kafka_helpers import TopicReader, WorkerProcess, produce
+from tests.kafka_helpers import TopicReader, WorkerProcess, await_committed, produce
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 
@@ -34,22 +34,32 @@ async def test_phone_change_after_restart_retracts_the_number_known_before_it(
     topic = TopicRegistry(s)[Role.CUSTOMER_REGIONS].name
     subs = read(Role.SUBSCRIBERS_CHANGELOG)
 
+    bootstrap = s.bootstrap_servers or ""
+    reg = TopicRegistry(s)
+    inputs = [topic, reg[Role.CUSTOMERS_BY_PHONE].name]
+
     first = WorkerProcess(s, tmp_path / "worker-1.log").start()
     try:
-        await produce(s.bootstrap_servers or "", topic, [(b"C1", customer(A))])
+        await produce(bootstrap, topic, [(b"C1", customer(A))])
         await subs.until(lambda r: set(r.table()) == {A}, what="C1 at A")
+        # The inputs must be committed past C1 -> A: the second worker then never sees that
+        # record again, and only a table recovered from its changelog knows C1 was at A.
+        # (Without this the test would pass by reprocessing, proving nothing.)
+        await await_committed(bootstrap, s.faust_id, inputs)
     finally:
-        assert first.stop() == 0, first.log_tail()
+        first.stop_cleanly()
+    committed = await await_committed(bootstrap, s.faust_id, inputs, timeout=0)
+    assert any(t == topic for t, _ in committed), "C1 -> A is behind the committed offset"
 
     second = WorkerProcess(s, tmp_path / "worker-2.log").start()
     try:
-        await produce(s.bootstrap_servers or "", topic, [(b"C1", customer(B))])
+        await produce(bootstrap, topic, [(b"C1", customer(B))])
         # Only a worker that recovered customer_id -> A can retract A. The retraction and
         # the upsert are keyed by different numbers (partitions), so await the final state.
         await subs.until(lambda r: set(r.table()) == {B}, what="A retracted, C1 at B")
         retractions = [v for k, v in subs.records if k == orjson.dumps(A) and v is None]
         assert retractions, "A left the table through a tombstone written after the restart"
     finally:
-        assert second.stop() == 0, second.log_tail()
+        second.stop_cleanly()
     if store.startswith("rocksdb"):
         assert list((s.data_dir).rglob("customer_phone-*.db")), "RocksDB files were written"
