@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -72,17 +75,33 @@ def test_invalid_configuration_is_reported_not_a_traceback(
     assert "OUTAGE_SMS_PARTITIONS" in capsys.readouterr().err.upper()
 
 
+def readline_within(stream: IO[str], timeout: float) -> str:
+    """One line from a child's stdout, or a failure after ``timeout`` seconds (a child that
+    hangs before printing must fail the test, not hang it)."""
+    box: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: box.put(stream.readline()), daemon=True).start()
+    try:
+        return box.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"nothing on stdout within {timeout}s") from None
+
+
 def test_broker_command_starts_a_real_tansu_broker_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OUTAGE_SMS_"))}
     env["OUTAGE_SMS_TOPIC_PREFIX"] = "e2e."
     argv = [sys.executable, "-m", "outage_sms", "broker", "--kind", "tansu", "--create-topics"]
-    with subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-    ) as proc:
+    err_path = tmp_path / "stderr.txt"
+    # stderr to a file: a pipe nobody reads could fill up and stall the child.
+    with (
+        err_path.open("w") as err_file,
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_file, env=env, text=True) as proc,
+    ):
         try:
             assert proc.stdout is not None
-            line = proc.stdout.readline().strip()
-            assert line.startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:"), line
+            line = readline_within(proc.stdout, timeout=60).strip()
+            assert line.startswith("KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:"), (
+                f"{line!r}\n{err_path.read_text()}"
+            )
             bootstrap = line.split("=", 1)[1]
 
             async def round_trip() -> list[bytes | None]:
@@ -95,7 +114,12 @@ def test_broker_command_starts_a_real_tansu_broker_and_stops_on_sigterm(tmp_path
             assert asyncio.run(round_trip()) == [b"hello"]
         finally:
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    err = err_path.read_text()
     assert proc.returncode == 0, err
     assert f"created {len(Role)} topics" in err
 
