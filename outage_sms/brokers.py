@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.resources
 import logging
 import os
@@ -35,6 +36,7 @@ __all__ = [
     "RunningBroker",
     "ensure_kafka_jars",
     "free_port",
+    "free_ports",
     "running_broker",
     "start_broker",
     "terminate",
@@ -58,7 +60,18 @@ class RunningBroker:
     process: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     log_path: Path | None = None
+    """The broker's own log (Kafka: log4j's kafka.log; Tansu: its output)."""
+    output_path: Path | None = None
+    """The process's stdout and stderr (Kafka: kafka.out, where JVM errors go)."""
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The last lines of the process output and of the broker log, each named."""
+        parts = []
+        for path in dict.fromkeys(p for p in (self.output_path, self.log_path) if p):
+            if path.is_file():
+                parts.append(f"--- last {lines} lines of {path}:\n{_tail(path, lines)}")
+        return "\n".join(parts) or "(the broker wrote no output)"
 
     def stop(self) -> None:
         if self.process is not None:
@@ -88,9 +101,45 @@ def terminate(proc: subprocess.Popen[bytes], grace: float) -> int | None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now: all held open at once while picked, so
+    they differ from each other. Another process may still take one before the broker binds
+    it; the launchers retry with new ports when that happens."""
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)
+        ]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+#: What a broker writes when another process took its port (Java, Rust).
+_BIND_FAILURES = ("Address already in use", "BindException", "AddrInUse")
+
+
+def _bind_failed(*paths: Path) -> bool:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text = path.read_text(errors="replace")
+            if any(marker in text for marker in _BIND_FAILURES):
+                return True
+    return False
+
+
+#: Attempts with fresh ports when a broker could not bind the ones picked for it.
+_PORT_ATTEMPTS = 3
 
 
 def _die_with_parent() -> None:
@@ -151,7 +200,25 @@ def _tansu_binary() -> str:
 
 
 def _start_tansu(port: int | None, workdir: Path) -> RunningBroker:
-    port = port or free_port()
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        chosen = port or free_port()
+        try:
+            return _start_tansu_once(chosen, workdir)
+        except _PortTaken:
+            if port is not None or attempt == _PORT_ATTEMPTS:
+                raise BrokerError(
+                    f"Tansu could not bind port {chosen} ({attempt} attempt(s)); "
+                    + ("choose another --port" if port else "ports are being taken")
+                ) from None
+            log.info("Tansu's port was taken meanwhile; retrying with a new one")
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    """The broker lost the race for a port picked for it."""
+
+
+def _start_tansu_once(port: int, workdir: Path) -> RunningBroker:
     url = f"tcp://127.0.0.1:{port}"
     log_path = workdir / "tansu.log"
     with log_path.open("wb") as out:
@@ -171,12 +238,17 @@ def _start_tansu(port: int | None, workdir: Path) -> RunningBroker:
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
-    broker = RunningBroker("tansu", f"127.0.0.1:{port}", proc, workdir, log_path)
+    broker = RunningBroker("tansu", f"127.0.0.1:{port}", proc, workdir, log_path, log_path)
     try:
         wait_until_ready(broker.bootstrap, 30, proc)
-    except BrokerError:
+    except BrokerError as exc:
         broker.stop()
-        raise BrokerError(f"Tansu did not start; see {log_path}") from None
+        if _bind_failed(log_path):
+            raise _PortTaken from None
+        raise BrokerError(f"Tansu did not start ({exc})\n{broker.log_tails()}") from None
+    except BaseException:
+        broker.stop()
+        raise
     return broker
 
 
@@ -191,10 +263,50 @@ def _jar_cache() -> Path:
     return base / "outage-sms" / f"kafka-{KAFKA_VERSION}"
 
 
+def _jars_present(target: Path) -> bool:
+    return (target / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file()
+
+
+@contextlib.contextmanager
+def _cache_lock(
+    target: Path, progress: Callable[[str], None] | None, timeout: float = 1800.0
+) -> Iterator[None]:
+    """An exclusive ``flock`` beside the cache entry: one process fetches, the others wait
+    for it and then find the jars in place (the lock goes with the holder, even on kill -9).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                progress(f"another process is fetching Kafka's jars into {target}; waiting")
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"gave up after {timeout:.0f}s waiting for another process to "
+                            f"fetch Kafka's jars (lock {lock.name})"
+                        ) from None
+                    time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_kafka_jars(progress: Callable[[str], None] | None = None) -> Path:
-    """The directory of Kafka's jars, fetching them with Maven on first use."""
+    """The directory of Kafka's jars, fetching them with Maven on first use.
+
+    Safe to call from several processes at once: a file lock in the cache directory lets one
+    fetch while the others wait; the jars appear in place by an atomic rename.
+    """
     target = _jar_cache()
-    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+    if _jars_present(target):
         return target
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -203,36 +315,38 @@ def ensure_kafka_jars(progress: Callable[[str], None] | None = None) -> Path:
             "(apt-get install maven), set OUTAGE_SMS_KAFKA_JARS to a directory of Kafka "
             f"{KAFKA_VERSION} jars, or use --kind tansu"
         )
-    if progress:
-        progress(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target}")
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with tempfile.TemporaryDirectory() as d:
-        pom = Path(d) / "pom.xml"
-        pom.write_bytes(
-            importlib.resources.files("outage_sms").joinpath("kafka-pom.xml").read_bytes()
-        )
-        done = subprocess.run(  # noqa: S603
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={tmp}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    if done.returncode != 0:
+    with _cache_lock(target, progress):
+        if _jars_present(target):  # fetched by the process we waited for
+            return target
+        if progress:
+            progress(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {target}")
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BrokerError(f"mvn could not fetch Kafka's jars:\n{done.stdout}\n{done.stderr}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
+        with tempfile.TemporaryDirectory() as d:
+            pom = Path(d) / "pom.xml"
+            pom.write_bytes(
+                importlib.resources.files("outage_sms").joinpath("kafka-pom.xml").read_bytes()
+            )
+            done = subprocess.run(  # noqa: S603
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={tmp}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        if done.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BrokerError(f"mvn could not fetch Kafka's jars:\n{done.stdout}\n{done.stderr}")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        return target
 
 
 _KAFKA_PROPERTIES = """\
@@ -280,12 +394,35 @@ def _start_kafka(
 ) -> RunningBroker:
     jars = ensure_kafka_jars(progress)
     java = _java()
-    port = port or free_port()
-    controller = free_port()
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        # Listener and controller ports picked together, so they are never the same.
+        listener, controller = (port, free_port()) if port else free_ports(2)
+        if port is not None and controller == port:
+            controller = free_port()
+        try:
+            return _start_kafka_once(jars, java, listener, controller, workdir)
+        except _PortTaken:
+            if port is not None or attempt == _PORT_ATTEMPTS:
+                raise BrokerError(
+                    f"Apache Kafka could not bind port {listener} or {controller} "
+                    f"({attempt} attempt(s)); "
+                    + ("choose another --port" if port else "ports are being taken")
+                ) from None
+            log.info("Kafka's ports were taken meanwhile; retrying with new ones")
+    raise AssertionError("unreachable")
+
+
+def _start_kafka_once(
+    jars: Path, java: str, port: int, controller: int, workdir: Path
+) -> RunningBroker:
     data = workdir / "data"
+    shutil.rmtree(data, ignore_errors=True)  # a retry formats afresh
     props = workdir / "server.properties"
     props.write_text(_KAFKA_PROPERTIES.format(port=port, controller=controller, data=data))
     log_path = workdir / "kafka.log"
+    out_path = workdir / "kafka.out"
+    for stale in (log_path, out_path):
+        stale.unlink(missing_ok=True)
     log4j = workdir / "log4j.properties"
     log4j.write_text(_LOG4J.format(log=log_path))
     cp = f"{jars}/*"
@@ -308,7 +445,7 @@ def _start_kafka(
     )
     if fmt.returncode != 0:
         raise BrokerError(f"Kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
-    with (workdir / "kafka.out").open("wb") as out:
+    with out_path.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603
             [*jvm, "kafka.Kafka", str(props)],
             stdout=out,
@@ -316,12 +453,17 @@ def _start_kafka(
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
-    broker = RunningBroker("kafka", f"127.0.0.1:{port}", proc, workdir, log_path)
+    broker = RunningBroker("kafka", f"127.0.0.1:{port}", proc, workdir, log_path, out_path)
     try:
         wait_until_ready(broker.bootstrap, 90, proc)
     except BrokerError as exc:
         broker.stop()
-        raise BrokerError(f"Apache Kafka did not start ({exc}); see {log_path}") from None
+        if _bind_failed(out_path, log_path):
+            raise _PortTaken from None
+        raise BrokerError(f"Apache Kafka did not start ({exc})\n{broker.log_tails()}") from None
+    except BaseException:
+        broker.stop()
+        raise
     return broker
 
 
@@ -359,7 +501,19 @@ def start_broker(
     owned = workdir is None
     wd = Path(tempfile.mkdtemp(prefix=f"outage-sms-{kind}-")) if workdir is None else workdir
     wd.mkdir(parents=True, exist_ok=True)
-    broker = _start_tansu(port, wd) if kind == "tansu" else _start_kafka(port, wd, progress)
+    try:
+        broker = _start_tansu(port, wd) if kind == "tansu" else _start_kafka(port, wd, progress)
+    except BrokerError as exc:
+        # A directory we made is ours to remove, also when the start fails: the error
+        # carries the logs' last lines. A caller's directory stays for inspection.
+        if not owned:
+            raise
+        shutil.rmtree(wd, ignore_errors=True)
+        raise BrokerError(f"{exc}\n(the temporary directory {wd} was removed)") from None
+    except BaseException:
+        if owned:
+            shutil.rmtree(wd, ignore_errors=True)
+        raise
     if owned:
         broker._cleanup.append(lambda: shutil.rmtree(wd, ignore_errors=True))
     return broker

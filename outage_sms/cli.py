@@ -58,7 +58,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
         try:
             while not stop.wait(0.5):
                 if broker.process is not None and broker.process.poll() is not None:
-                    print(f"broker exited; log: {broker.log_path}", file=sys.stderr)
+                    code = broker.process.returncode
+                    print(f"broker exited ({code})\n{broker.log_tails()}", file=sys.stderr)
                     return 1
         except KeyboardInterrupt:
             pass

@@ -6,6 +6,7 @@ import asyncio
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -144,3 +145,25 @@ def test_worker_refuses_missing_topics_when_told_not_to_create_them(tmp_path: Pa
     )
     assert done.returncode == 2
     assert "missing topics" in done.stderr and "outage-sms topics create" in done.stderr
+
+
+def test_broker_on_a_taken_port_fails_clearly_and_leaves_no_temporary_directory(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OUTAGE_SMS_"))}
+    env["TMPDIR"] = str(tmp_path)  # where the launcher makes its working directory
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "outage_sms", "broker", "--kind", "tansu", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert f"could not bind port {port}" in done.stderr and "--port" in done.stderr
+    assert not list(tmp_path.glob("outage-sms-*")), "the failed start's workdir was removed"
