@@ -21,7 +21,13 @@ from faust.types import EventT, TableT
 from schemas import AuditRecord, DeadLetter, OutageEvent, RejectReason, format_utc
 from streams.content import ContentPolicy
 from streams.customers import apply_subscriber_change, decode_phone_change, rekey_customer
-from streams.fanout import FanoutPlanner, FanoutRules, FanoutSummary, outage_phase
+from streams.fanout import (
+    FanoutPlanner,
+    FanoutRules,
+    FanoutSummary,
+    outage_phase,
+    subscriber_from_state,
+)
 from streams.intake import (
     Rejected,
     Tombstone,
@@ -30,7 +36,11 @@ from streams.intake import (
     decode_inbound,
     decode_outage,
 )
+from streams.keywords import KeywordConfig
+from streams.loops import LoopRules
 from streams.masking import mask_phone
+from streams.replies import ReplyRules, area_outage_from_state, handle_inbound
+from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 from streams.senders import parse_pool
 from streams.templates import Templates
@@ -39,7 +49,7 @@ from .emitter import BatchEmitter
 from .guard import RetriesExhausted, process_guarded
 from .settings import Settings
 from .topics import Role, TopicRegistry
-from .views import LocalViews, memory_key
+from .views import AreaViews, LocalViews, area_key, memory_key
 
 __all__ = ["OutageSmsApp", "create_app", "faust_broker_url"]
 
@@ -63,6 +73,7 @@ class OutageSmsApp:
     tables: dict[str, TableT[Any, Any]] = field(default_factory=dict)
     emitter: BatchEmitter | None = None
     views: LocalViews | None = None
+    areas: AreaViews | None = None
 
 
 def create_app(settings: Settings | None = None) -> OutageSmsApp:
@@ -142,6 +153,11 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # E.164 phone -> {"p", "all", "senders", ...}: opt-out state, written by the replies
     # agent, read by the fan-out (and the dispatcher at send time).
     optouts = table("optouts", key_type=str, default=None)
+    # E.164 phone -> loop-protection windows (streams.loops.GuardState), replies agent only.
+    reply_guard = table("reply_guard", key_type=str, default=None)
+    # "<outage>|<partition>" -> the latest version of every outage, one copy per partition,
+    # written by the fan-out agent: the status bot's view, local to the asking number.
+    area_outages = table("area_outages", key_type=str, default=None)
 
     pool = parse_pool(s.senders)
     quiet_start, quiet_end = s.quiet_window()
@@ -160,19 +176,46 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     content = ContentPolicy(s.forbidden_words, s.url_shorteners)
     emitter = BatchEmitter(s.bootstrap_servers)
     views = LocalViews()
+    areas = AreaViews()
     built.emitter = emitter
     built.views = views
+    built.areas = areas
+    reply_texts = ReplyTexts(s.program_name, s.support_contact)
+    reply_rules = ReplyRules(
+        program_wide_optout=s.optout_scope == "program",
+        restored_for=timedelta(hours=s.status_restored_hours),
+        reply_ttl=timedelta(minutes=s.reply_ttl_minutes),
+        menu_every=timedelta(hours=s.menu_every_hours),
+        default_timezone=s.default_timezone,
+        keywords=KeywordConfig.from_lists(
+            opt_out=s.keywords_opt_out,
+            opt_out_all=s.keywords_opt_out_all,
+            opt_in=s.keywords_opt_in,
+            help=s.keywords_help,
+            status=s.keywords_status,
+            revocation_phrases=s.revocation_phrases,
+        ),
+        loop=LoopRules(
+            max_inbound=s.loop_max_inbound,
+            window=timedelta(seconds=s.loop_window_seconds),
+            max_repeats=s.loop_max_repeats,
+            repeat_window=timedelta(seconds=s.loop_repeat_window_seconds),
+            cooldown=timedelta(minutes=s.loop_cooldown_minutes),
+            max_replies=s.reply_max_per_hour,
+            reply_window=timedelta(hours=1),
+        ),
+    )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
     async def _forget_views(sender: Any, *args: Any, **kwargs: Any) -> None:
         views.clear()
+        areas.clear()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop_emitter(sender: Any, *args: Any, **kwargs: Any) -> None:
         await emitter.stop()
 
     by_phone = built.topics[Role.CUSTOMERS_BY_PHONE]
-    audit = built.topics[Role.AUDIT]
     fanout_topic = built.topics[Role.OUTAGE_FANOUT]
     commands_name = registry[Role.SEND_COMMANDS].name
     audit_name = registry[Role.AUDIT].name
@@ -200,6 +243,20 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         await built.topics[dlq_role].send(key=event.key, value=letter.to_bytes())
 
     policy = RetryPolicy()
+    transactional = guarantee == "exactly_once"
+
+    async def emit(role: Role, key: bytes, value: bytes, partition: int) -> None:
+        """Low-rate outputs of an agent, partition for partition beside its input.
+
+        At least once: through Faust's producer directly, which Faust flushes before every
+        offset commit (so the record is on the broker before its input counts as done) at
+        the raw aiokafka rate, not ``topic.send()``'s few thousand per second. Exactly
+        once: ``topic.send()``, which joins the partition's transaction.
+        """
+        if transactional:
+            await built.topics[role].send(key=key, value=value, partition=partition)
+        else:
+            await app.producer.send(registry[role].name, key, value, partition, None, None)
 
     async def guarded(
         stream: faust.StreamT[bytes],
@@ -303,6 +360,15 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         async def handle(event: EventT[Any]) -> None:
             partition = event.message.partition
             outage = OutageEvent.from_bytes(event.value)
+            # The status bot's copy first: a customer asking during a long fan-out already
+            # gets this version's ETA.
+            copy_key = area_key(outage.outage_id, partition)
+            known = area_outages.get(copy_key)
+            if known is None or known["version"] < outage.version:
+                state = {**outage.model_dump(mode="json", by_alias=True), "p": partition}
+                area_outages[copy_key] = state
+                if areas.built:
+                    areas.put(partition, area_outage_from_state(state))
             if not views.built:
                 views.build(subscribers.items(), fanout_memory.items(), optouts.items())
                 # A million long-lived index objects would otherwise be re-scanned by every
@@ -392,7 +458,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             time.perf_counter() - started,
         )
 
-    # Keyed by the customer's phone: beside their subscriber and opt-out state.
+    # Keyed by the customer's phone: beside their subscriber, opt-out and loop state, and the
+    # partition's copy of every outage (area_outages).
     @app.agent(built.topics[Role.INBOUND], name="inbound")
     async def inbound(stream: faust.StreamT[bytes]) -> None:
         async def handle(event: EventT[Any]) -> None:
@@ -401,16 +468,36 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 await reject(event, decoded, Role.INBOUND_DLQ)
                 return
             sms = decoded.record
-            log.debug("inbound %s from %s", sms.message_id, mask_phone(sms.from_))
-            record = AuditRecord(
-                audit_id=f"inbound:{sms.message_id}",
-                decision="inbound_received",
-                phone=sms.from_,
-                message_id=sms.message_id,
-                facts={"to": sms.to, "chars": len(sms.body)},
-                at=sms.received_at,
+            phone = sms.from_
+            partition = event.message.partition
+            if not areas.built:
+                areas.build(area_outages.items())
+            state = subscribers.get(phone)
+            out = handle_inbound(
+                sms,
+                partition,
+                optouts.get(phone),
+                reply_guard.get(phone),
+                subscriber_from_state(phone, state) if state else None,
+                areas.outages_for(partition),
+                reply_texts,
+                reply_rules,
             )
-            await audit.send(key=sms.from_.encode(), value=record.to_bytes())
+            if out.optout_changed:
+                optouts[phone] = out.optout
+                views.on_optout(partition, phone, out.optout)
+                log.info(
+                    "%s from %s (message %s)",
+                    out.intent.intent.value,
+                    mask_phone(phone),
+                    sms.message_id,
+                )
+            reply_guard[phone] = out.guard
+            key = phone.encode()
+            if out.command is not None:
+                await emit(Role.SEND_COMMANDS, key, out.command[1], partition)
+            for record in out.audits:
+                await emit(Role.AUDIT, key, record.to_bytes(), partition)
 
         await guarded(stream, Role.INBOUND_DLQ, handle)
 

@@ -15,6 +15,13 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.content import DEFAULT_FORBIDDEN, DEFAULT_SHORTENERS
+from streams.keywords import (
+    DEFAULT_HELP,
+    DEFAULT_OPT_IN,
+    DEFAULT_OPT_OUT,
+    DEFAULT_OPT_OUT_ALL,
+    DEFAULT_STATUS,
+)
 
 __all__ = ["Settings"]
 
@@ -108,6 +115,61 @@ class Settings(BaseSettings):
     )
     fanout_warn_hours: float = Field(
         default=4.0, gt=0, description="Warn when a fan-out's projected completion exceeds this."
+    )
+
+    support_contact: str = Field(
+        default="call 1-800-555-0100",
+        description="How customers reach a person; the HELP reply names it. Set your own.",
+    )
+    optout_scope: Literal["sender", "program"] = Field(
+        default="sender",
+        description="'sender': STOP applies to the number it was sent to (STOPALL to every "
+        "sender), as Genesys keeps a DNC list per SMS number; 'program': every opt-out "
+        "applies to every sender.",
+    )
+    keywords_opt_out: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OPT_OUT),
+        description="JSON list; a text that is exactly one of these opts out of that sender.",
+    )
+    keywords_opt_out_all: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OPT_OUT_ALL),
+        description="JSON list; opt out of every sender.",
+    )
+    keywords_opt_in: list[str] = Field(default_factory=lambda: list(DEFAULT_OPT_IN))
+    keywords_help: list[str] = Field(default_factory=lambda: list(DEFAULT_HELP))
+    keywords_status: list[str] = Field(default_factory=lambda: list(DEFAULT_STATUS))
+    revocation_phrases: bool = Field(
+        default=True,
+        description="Treat clear revocation in plain words ('stop texting me') as an opt-out "
+        "(the FCC's 2024 order: consent may be revoked in any reasonable manner).",
+    )
+    loop_max_inbound: int = Field(
+        default=10,
+        ge=1,
+        description="More texts than this from one number in the loop window "
+        "start a cool-down (Twilio's own wall is 30 in 30 s).",
+    )
+    loop_window_seconds: float = Field(default=60.0, gt=0)
+    loop_max_repeats: int = Field(
+        default=3, ge=2, description="The same body this often in the repeat window is a loop."
+    )
+    loop_repeat_window_seconds: float = Field(default=300.0, gt=0)
+    loop_cooldown_minutes: float = Field(
+        default=30.0, gt=0, description="No automated reply to a looping number for this long."
+    )
+    reply_max_per_hour: int = Field(
+        default=6, ge=1, description="Automated replies to one number per hour, whatever the cause."
+    )
+    reply_ttl_minutes: float = Field(
+        default=60.0, gt=0, description="A reply not sent by then expires: late answers mislead."
+    )
+    status_restored_hours: float = Field(
+        default=24.0, gt=0, description="How long after resolution STATUS answers 'restored'."
+    )
+    menu_every_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="The keyword menu for unrecognised texts, at most this often.",
     )
 
     web_enabled: bool = Field(default=False, description="Serve Faust's web server.")

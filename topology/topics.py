@@ -47,6 +47,8 @@ class Role(StrEnum):
     OUTAGES_CHANGELOG = "outages_changelog"
     FANOUT_MEMORY_CHANGELOG = "fanout_memory_changelog"
     OPTOUTS_CHANGELOG = "optouts_changelog"
+    REPLY_GUARD_CHANGELOG = "reply_guard_changelog"
+    AREA_OUTAGES_CHANGELOG = "area_outages_changelog"
 
 
 #: Faust table name -> the changelog role; Faust names it ``<app_id>-<table>-changelog``.
@@ -56,6 +58,8 @@ TABLES: dict[str, Role] = {
     "outages": Role.OUTAGES_CHANGELOG,
     "fanout_memory": Role.FANOUT_MEMORY_CHANGELOG,
     "optouts": Role.OPTOUTS_CHANGELOG,
+    "reply_guard": Role.REPLY_GUARD_CHANGELOG,
+    "area_outages": Role.AREA_OUTAGES_CHANGELOG,
 }
 
 

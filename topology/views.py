@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from streams.fanout import OptOut, OutageMemory, PartitionIndex, subscriber_from_state
+from streams.replies import AreaOutage, area_outage_from_state
 
-__all__ = ["LocalViews", "memory_key", "optout_from_state"]
+__all__ = ["AreaViews", "LocalViews", "area_key", "memory_key", "optout_from_state"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,11 @@ log = logging.getLogger(__name__)
 def memory_key(outage_id: str, partition: int, version: int, first_phone: str) -> str:
     """Key of one persisted chunk of "who was told what"; deterministic for replays."""
     return f"{outage_id}|{partition}|{version}|{first_phone}"
+
+
+def area_key(outage_id: str, partition: int) -> str:
+    """Key of a partition's copy of an outage's latest version (``area_outages`` table)."""
+    return f"{outage_id}|{partition}"
 
 
 def optout_from_state(state: Any) -> OptOut | None:
@@ -103,3 +109,34 @@ class LocalViews:
             views.pop(phone, None)
         else:
             views[phone] = opt
+
+
+class AreaViews:
+    """Per partition: outage id -> latest ``AreaOutage``, for the status bot.
+
+    Every partition of the fan-out topic receives every outage, so a partition's status
+    bot answers from its own copy (``area_outages`` table) instead of reading the outages
+    table, which is keyed by outage id and lives on other partitions. Small (one entry per
+    outage), so it is built apart from the million-number fan-out views.
+    """
+
+    def __init__(self) -> None:
+        self.by_partition: dict[int, dict[str, AreaOutage]] = {}
+        self.built = False
+
+    def clear(self) -> None:
+        self.by_partition.clear()
+        self.built = False
+
+    def build(self, states: Iterable[tuple[str, Any]]) -> None:
+        self.clear()
+        for _key, state in states:
+            if state:
+                self.put(int(state["p"]), area_outage_from_state(state))
+        self.built = True
+
+    def put(self, partition: int, outage: AreaOutage) -> None:
+        self.by_partition.setdefault(partition, {})[outage.outage_id] = outage
+
+    def outages_for(self, partition: int) -> list[AreaOutage]:
+        return list(self.by_partition.get(partition, {}).values())
