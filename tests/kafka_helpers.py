@@ -91,6 +91,9 @@ class TopicReader:
     records: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     """Partition of each record in ``records``."""
+    isolation_level: str = "read_uncommitted"
+    """``read_committed`` sees only committed transactions (and stops at the last stable
+    offset); the default also sees records of open and aborted ones."""
     _consumer: AIOKafkaConsumer | None = None
 
     async def _ensure(self) -> AIOKafkaConsumer:
@@ -99,6 +102,7 @@ class TopicReader:
                 bootstrap_servers=self.bootstrap,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                isolation_level=self.isolation_level,
             )
             await c.start()
             parts = c.partitions_for_topic(self.topic)
