@@ -19,6 +19,7 @@ from outage_sms.brokers import running_broker
 
 from .ceilings import Measurement, consumer_getmany, make_records, producer_batch, producer_send
 from .fanout import FanoutResult, fanout_bench, summarize
+from .replies import RepliesResult, render_replies, replies_bench
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -73,7 +74,10 @@ def render_fanout(runs: list[FanoutResult]) -> list[str]:
 
 
 def render(
-    results: dict[str, list[Measurement]], n: int, fanouts: list[FanoutResult] | None = None
+    results: dict[str, list[Measurement]],
+    n: int,
+    fanouts: list[FanoutResult] | None = None,
+    replies: list[RepliesResult] | None = None,
 ) -> str:
     lines = [
         "# Benchmark results",
@@ -93,6 +97,7 @@ def render(
         for m in ms:
             lines.append(f"| {broker} | {m.name} | {m.rate:,.0f} | {m.rate / top:.0%} |")
     lines += render_fanout(fanouts or [])
+    lines += render_replies(replies or [])
     return "\n".join(lines) + "\n"
 
 
@@ -107,11 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         default=1_000_000,
         help="customers in the fan-out benchmark (0 skips it)",
     )
+    p.add_argument(
+        "--reply-texts",
+        type=int,
+        default=20_000,
+        help="inbound texts in the replies benchmark (0 skips it)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     kinds = ["tansu", "kafka"] if args.broker == "both" else [args.broker]
     results: dict[str, list[Measurement]] = {}
     fanouts: list[FanoutResult] = []
+    replies: list[RepliesResult] = []
     for kind in kinds:
         progress(f"{kind}: starting broker")
         with running_broker(kind, progress=progress) as broker:  # type: ignore[arg-type]
@@ -130,7 +142,16 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 )
-    text = render(results, args.records, fanouts)
+            if args.reply_texts:
+                progress(f"{kind}: replies benchmark")
+                replies.append(
+                    asyncio.run(
+                        replies_bench(
+                            broker.bootstrap, kind, args.reply_texts, args.partitions, progress
+                        )
+                    )
+                )
+    text = render(results, args.records, fanouts, replies)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
