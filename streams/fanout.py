@@ -261,7 +261,7 @@ class FanoutPlanner:
         if zone is None:
             try:
                 zone = ZoneInfo(key)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
                 zone = ZoneInfo(self.rules.default_timezone)
             self._zones[key] = zone
         return zone

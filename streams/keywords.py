@@ -45,11 +45,24 @@ DEFAULT_OPT_OUT: tuple[str, ...] = (
     "remove",
     "arret",
     "td",
-    "stop please",
-    "please stop",
+    # Spanish and French: our Spanish texts say "STOP para cancelar".
+    "baja",
+    "cancelar",
+    "parar",
+    "detener",
+    "alto",
+    "arreter",
+    "arrete",
+    "arretez",
 )
 #: Opt-out words acting on every sender of the program.
-DEFAULT_OPT_OUT_ALL: tuple[str, ...] = ("stopall", "stop all", "unsubscribe all")
+DEFAULT_OPT_OUT_ALL: tuple[str, ...] = ("stopall", "stop all", "unsubscribe all", "cancel all")
+#: Words that may surround an opt-out keyword without changing what it means
+#: ("STOP STOP", "stop it", "pls stop", "unsubscribe please", "stop now thanks").
+FILLERS: frozenset[str] = frozenset(
+    "please pls plz now it this thanks thank you thx ty just ok okay asap immediately "
+    "already again me por favor ya gracias".split()
+)
 DEFAULT_OPT_IN: tuple[str, ...] = ("start", "unstop", "yes", "subscribe")
 DEFAULT_HELP: tuple[str, ...] = ("help", "info")
 DEFAULT_STATUS: tuple[str, ...] = ("status", "stat", "out", "outage", "eta", "update")
@@ -139,22 +152,50 @@ _MSG = (
 _REVOKE = [
     re.compile(p)
     for p in (
-        rf"\bstop {_MSG}(?: {_ME})?\b",
-        r"\bstop (?:all )?(?:these|the|your) (?:texts|messages|alerts|sms)\b",
+        rf"\b(?:stop|quit|cease) {_MSG}(?: {_ME})?\b",
+        r"\bstop (?:all )?(?:\w+ )?(?:texts|messages|alerts|sms|notifications)\b",
         rf"\b(?:don'?t|do not|never) (?:text|message|contact|sms) {_ME}\b",
+        r"\b(?:don'?t|do not|never) send (?:me|us) (?:any )?(?:more )?(?:texts|messages|sms)\b",
         rf"\b(?:unsubscribe|opt) {_ME}(?: out)?\b",
         rf"\bunsubscribe {_ME}\b",
         rf"\b(?:remove|take) {_ME} (?:off|from)\b",
+        r"^(?:please )?remove me$",
+        r"\bno mas (?:mensajes|textos)\b",
+        r"\bdar(?:me)? de baja\b",
         r"\bi (?:want|would like|wish) to (?:unsubscribe|opt out|stop (?:receiving|getting))\b",
         r"\bno more (?:texts|messages|alerts|sms)\b",
         r"\bi (?:revoke|withdraw) (?:my )?consent\b",
         r"\bleave me alone\b",
     )
 ]
-# A negation right before the verb turns the phrase around: "please don't stop texting me".
-_NEGATED = re.compile(
-    r"\b(?:don'?t|do not|never|not|no need to|shouldn'?t|can'?t|cannot) (?:ever )?stop\b"
+# A negation in the few words before a match turns it around ("please don't stop texting
+# me", "do NOT unsubscribe me"), and so does asking about it ("why did you stop texting me?").
+_NEGATORS = frozenset(
+    "don't dont not never can't cant cannot won't wont shouldn't shouldnt didn't didnt "
+    "why did".split()
 )
+_NEGATION_WINDOW = 4
+_CLAUSES = re.compile(r"[,.;!?]+")
+# "STOP - wrong number", "Stop. I moved": the strongest keywords lead, then punctuation.
+_LEADING_KEYWORD = re.compile(r"^(stop|stopall|unsubscribe)\s*[-.,;:!]")
+_ALL_SCOPE = re.compile(
+    r"\b(?:stop|unsubscribe|cancel|quit|end|remove me from) all\b|\ball (?:your |these |the )?"
+    r"(?:texts|messages|alerts|sms|numbers)\b"
+)
+
+
+def _negated(single: str, start: int) -> bool:
+    before = single[:start].split()[-_NEGATION_WINDOW:]
+    return any(w in _NEGATORS for w in before) or " ".join(before[-2:]) == "do not"
+
+
+def _keyword_sentence(words: list[str], keywords: frozenset[str]) -> str | None:
+    """The keyword when every word is that keyword or a filler ("STOP STOP", "pls stop")."""
+    found = [w for w in words if w in keywords]
+    if found and all(w in keywords or w in FILLERS for w in words):
+        return found[0]
+    return None
+
 
 # A question about the outage ("when will it be fixed?", "is the power back?").
 _STATUS_Q = [
@@ -191,14 +232,28 @@ def classify(body: str, config: KeywordConfig | None = None) -> Classified:
         return Classified(Intent.HELP, matched=single)
     if norm in cfg.status or single in cfg.status:
         return Classified(Intent.STATUS, matched=single)
-    if cfg.revocation_phrases and not _NEGATED.search(single):
-        for rule in _REVOKE:
-            m = rule.search(single)
-            if m:
-                everything = " all " in f" {single} "
-                return Classified(Intent.OPT_OUT, all_senders=everything, matched=m.group(0))
+    words = single.split()
+    everything = bool(_ALL_SCOPE.search(single))
+    keyword = _keyword_sentence(words, cfg.opt_out | cfg.opt_out_all | {"all"})
+    if keyword is not None and keyword != "all":
+        return Classified(
+            Intent.OPT_OUT, all_senders=everything or keyword in cfg.opt_out_all, matched=keyword
+        )
+    if cfg.revocation_phrases:
+        lead = _LEADING_KEYWORD.match(norm)
+        if lead:
+            return Classified(Intent.OPT_OUT, all_senders=everything, matched=lead.group(1))
+        # Clause by clause, so a negation in one ("I can't stop these, ...") does not
+        # reach into the next ("... unsubscribe me").
+        for clause in filter(None, (_words(c) for c in _CLAUSES.split(norm))):
+            for rule in _REVOKE:
+                for m in rule.finditer(clause):
+                    if not _negated(clause, m.start()):
+                        return Classified(
+                            Intent.OPT_OUT, all_senders=everything, matched=m.group(0)
+                        )
     for rule in _STATUS_Q:
-        m = rule.search(single)
-        if m:
-            return Classified(Intent.STATUS, matched=m.group(0))
+        question = rule.search(single)
+        if question:
+            return Classified(Intent.STATUS, matched=question.group(0))
     return Classified(Intent.OTHER)

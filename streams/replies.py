@@ -93,6 +93,8 @@ class ReplyRules:
     """How long after resolution a status question is answered with "restored"."""
     reply_ttl: timedelta = timedelta(hours=1)
     """A reply not sent by then is stale: an answer hours late misleads."""
+    confirmation_ttl: timedelta = timedelta(hours=24)
+    """Confirmations are owed even late (behind a long fan-out queue), but not forever."""
     menu_every: timedelta = timedelta(hours=24)
     """The keyword menu for unrecognised texts goes out at most this often per number."""
     default_timezone: str = "UTC"
@@ -129,7 +131,7 @@ def _zone(name: str | None, default: str) -> ZoneInfo:
         if candidate:
             try:
                 return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
                 continue
     return ZoneInfo("UTC")
 
@@ -220,7 +222,12 @@ def handle_inbound(
     changed = False
     reply: tuple[MessageKind, ReplyText, str] | None = None
     kind_of = intent.intent
-    if kind_of is Intent.OPT_IN and intent.conditional and not blocks(state, sender):
+    if (
+        kind_of is Intent.OPT_IN
+        and intent.conditional
+        and not blocks(state, sender)
+        and not (state and _redelivered(state, mid, "opt_in"))
+    ):
         kind_of = Intent.OTHER  # "yes" to something else, not a re-subscription
 
     if kind_of is Intent.OPT_OUT:
@@ -253,8 +260,9 @@ def handle_inbound(
             audit("status_answer", None, **facts)
     else:
         last = (guard or {}).get("menu")
+        again = (guard or {}).get("menu_id") == mid  # a redelivery gets the same menu
         t = now.timestamp()
-        if last is not None and last != t and t - last < rules.menu_every.total_seconds():
+        if last is not None and not again and t - last < rules.menu_every.total_seconds():
             audit("reply_suppressed", "menu_recently_sent", intent=kind_of.value)
         else:
             reply = (MessageKind.REPLY, texts.not_understood(language), "menu")
@@ -263,7 +271,15 @@ def handle_inbound(
     if reply is not None:
         kind, text, what = reply
         verdict: LoopVerdict | None = loop
-        if verdict is None:
+        if kind is MessageKind.CONFIRMATION:
+            # One per state change, so it cannot feed a loop; and the customer is owed it
+            # (CTIA), whatever the loop guard thinks of their earlier texts.
+            if verdict is not None:
+                audit("loop_exempt", verdict.reason.value, reply=what, kind=kind.value)
+            out = [*(guard_state.get("out") or ()), now.timestamp()]
+            guard_state = {**guard_state, "out": out}
+            verdict = None
+        elif verdict is None:
             guard_state, verdict = record_reply(guard_state, now, rules.loop)
             if verdict is not None:
                 audit("loop_detected", verdict.reason.value, cooldown_until=_ts(verdict.until))
@@ -271,7 +287,7 @@ def handle_inbound(
             audit("reply_suppressed", verdict.reason.value, reply=what, kind=kind.value)
         else:
             if what == "menu":
-                guard_state = {**guard_state, "menu": now.timestamp()}
+                guard_state = {**guard_state, "menu": now.timestamp(), "menu_id": mid}
             cid = reply_command_id(mid, phone)
             command = (phone, _command(cid, kind, sender, phone, text, now, rules, language))
             audit(
@@ -294,7 +310,7 @@ def _redelivered(state: OptOutState, mid: str, action: str) -> bool:
     state already holds its change, and its confirmation must be emitted again (same
     command id, so the dispatcher sends it once) rather than lost."""
     history: list[dict[str, Any]] = state.get("history") or []
-    return bool(history) and history[-1]["message_id"] == mid and history[-1]["action"] == action
+    return any(h["message_id"] == mid and h["action"] == action for h in history)
 
 
 def _history(state: OptOutState, entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -385,7 +401,10 @@ def _command(
             "segments": text.segments,
             "created_at": format_utc(now),
             "not_before": None,
-            "expires_at": format_utc(now + rules.reply_ttl),
+            "expires_at": format_utc(
+                now
+                + (rules.confirmation_ttl if kind is MessageKind.CONFIRMATION else rules.reply_ttl)
+            ),
             "life_safety_bypass": False,
             "language": language,
         }

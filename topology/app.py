@@ -49,7 +49,7 @@ from .emitter import BatchEmitter
 from .guard import RetriesExhausted, process_guarded
 from .settings import Settings
 from .topics import Role, TopicRegistry
-from .views import AreaViews, LocalViews, area_key, memory_key
+from .views import AreaViews, LocalViews, area_key, memory_key, phone_partition
 
 __all__ = ["OutageSmsApp", "create_app", "faust_broker_url"]
 
@@ -245,6 +245,17 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     policy = RetryPolicy()
     transactional = guarantee == "exactly_once"
 
+    def _on_emitted(fut: asyncio.Future[Any]) -> None:
+        # Faust flushes its producer before committing but does not look at the results:
+        # a record the broker refused (after aiokafka's own retries) stops the worker,
+        # loudly, rather than vanish; its input is redone after the restart unless that
+        # offset was committed in the same instant (the log line then names the loss).
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None:
+            return
+        log.critical("stopping the worker: an output record was not written: %r", exc)
+        asyncio.ensure_future(app.crash(exc))  # noqa: RUF006  (the app owns its shutdown)
+
     async def emit(role: Role, key: bytes, value: bytes, partition: int) -> None:
         """Low-rate outputs of an agent, partition for partition beside its input.
 
@@ -256,7 +267,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         if transactional:
             await built.topics[role].send(key=key, value=value, partition=partition)
         else:
-            await app.producer.send(registry[role].name, key, value, partition, None, None)
+            fut: asyncio.Future[Any] = await app.producer.send(  # type: ignore[assignment]
+                registry[role].name, key, value, partition, None, None
+            )
+            fut.add_done_callback(_on_emitted)
 
     async def guarded(
         stream: faust.StreamT[bytes],
@@ -458,47 +472,67 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             time.perf_counter() - started,
         )
 
+    async def handle_text(event: EventT[Any]) -> None:
+        decoded = decode_inbound(event.key, event.value, s.max_record_bytes)
+        if isinstance(decoded, Rejected):
+            await reject(event, decoded, Role.INBOUND_DLQ)
+            return
+        sms = decoded.record
+        phone = sms.from_
+        key = phone.encode()
+        partition = event.message.partition
+        home = phone_partition(key, s.partitions)
+        if partition != home:
+            # Written by a producer with another partitioner (librdkafka's default is
+            # CRC32): the number's state lives on ``home``. Handled there, never here,
+            # where a STOP would land beside nobody's state and the fan-out miss it.
+            log.warning(
+                "inbound %s on partition %d, its number's state is on %d: re-keyed; "
+                "producers of %s should use Kafka's default (murmur2) partitioner",
+                sms.message_id,
+                partition,
+                home,
+                event.message.topic,
+            )
+            await emit(Role.INBOUND_BY_PHONE, key, event.value, home)
+            return
+        if not areas.built:
+            areas.build(area_outages.items())
+        state = subscribers.get(phone)
+        out = handle_inbound(
+            sms,
+            partition,
+            optouts.get(phone),
+            reply_guard.get(phone),
+            subscriber_from_state(phone, state) if state else None,
+            areas.outages_for(partition),
+            reply_texts,
+            reply_rules,
+        )
+        if out.optout_changed:
+            optouts[phone] = out.optout
+            views.on_optout(partition, phone, out.optout)
+            log.info(
+                "%s from %s (message %s)",
+                out.intent.intent.value,
+                mask_phone(phone),
+                sms.message_id,
+            )
+        reply_guard[phone] = out.guard
+        if out.command is not None:
+            await emit(Role.SEND_COMMANDS, key, out.command[1], partition)
+        for record in out.audits:
+            await emit(Role.AUDIT, key, record.to_bytes(), partition)
+
     # Keyed by the customer's phone: beside their subscriber, opt-out and loop state, and the
     # partition's copy of every outage (area_outages).
     @app.agent(built.topics[Role.INBOUND], name="inbound")
     async def inbound(stream: faust.StreamT[bytes]) -> None:
-        async def handle(event: EventT[Any]) -> None:
-            decoded = decode_inbound(event.key, event.value, s.max_record_bytes)
-            if isinstance(decoded, Rejected):
-                await reject(event, decoded, Role.INBOUND_DLQ)
-                return
-            sms = decoded.record
-            phone = sms.from_
-            partition = event.message.partition
-            if not areas.built:
-                areas.build(area_outages.items())
-            state = subscribers.get(phone)
-            out = handle_inbound(
-                sms,
-                partition,
-                optouts.get(phone),
-                reply_guard.get(phone),
-                subscriber_from_state(phone, state) if state else None,
-                areas.outages_for(partition),
-                reply_texts,
-                reply_rules,
-            )
-            if out.optout_changed:
-                optouts[phone] = out.optout
-                views.on_optout(partition, phone, out.optout)
-                log.info(
-                    "%s from %s (message %s)",
-                    out.intent.intent.value,
-                    mask_phone(phone),
-                    sms.message_id,
-                )
-            reply_guard[phone] = out.guard
-            key = phone.encode()
-            if out.command is not None:
-                await emit(Role.SEND_COMMANDS, key, out.command[1], partition)
-            for record in out.audits:
-                await emit(Role.AUDIT, key, record.to_bytes(), partition)
+        await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
-        await guarded(stream, Role.INBOUND_DLQ, handle)
+    # Texts that arrived on a partition other than their number's, re-keyed by us.
+    @app.agent(built.topics[Role.INBOUND_BY_PHONE], name="inbound_rekeyed")
+    async def inbound_rekeyed(stream: faust.StreamT[bytes]) -> None:
+        await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
     return built

@@ -42,6 +42,7 @@ class Role(StrEnum):
     # Internal: customers re-keyed by phone, and the table changelogs.
     CUSTOMERS_BY_PHONE = "customers_by_phone"
     OUTAGE_FANOUT = "outage_fanout"
+    INBOUND_BY_PHONE = "inbound_by_phone"
     CUSTOMER_PHONE_CHANGELOG = "customer_phone_changelog"
     SUBSCRIBERS_CHANGELOG = "subscribers_changelog"
     OUTAGES_CHANGELOG = "outages_changelog"
@@ -180,6 +181,18 @@ class TopicRegistry:
                 p,
                 False,
                 90 * DAY_MS,
+                internal=True,
+            ),
+            # Inbound texts a producer put on another partition than Kafka's default
+            # partitioner would (librdkafka's CRC32), moved beside their number's state.
+            TopicSpec(
+                Role.INBOUND_BY_PHONE,
+                f"{s.faust_id}-inbound-by-phone",
+                "phone",
+                None,
+                p,
+                False,
+                keep,
                 internal=True,
             ),
         ]

@@ -13,10 +13,19 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streams.fanout import OptOut, OutageMemory, PartitionIndex, subscriber_from_state
 from streams.replies import AreaOutage, area_outage_from_state
 
-__all__ = ["AreaViews", "LocalViews", "area_key", "memory_key", "optout_from_state"]
+__all__ = [
+    "AreaViews",
+    "LocalViews",
+    "area_key",
+    "memory_key",
+    "optout_from_state",
+    "phone_partition",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +33,12 @@ log = logging.getLogger(__name__)
 def memory_key(outage_id: str, partition: int, version: int, first_phone: str) -> str:
     """Key of one persisted chunk of "who was told what"; deterministic for replays."""
     return f"{outage_id}|{partition}|{version}|{first_phone}"
+
+
+def phone_partition(key: bytes, partitions: int) -> int:
+    """Where Kafka's default partitioner (murmur2, Java's and aiokafka's) puts a key: the
+    partition of every phone-keyed topic and table of that number."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 def area_key(outage_id: str, partition: int) -> str:

@@ -10,11 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
 from tests.kafka_helpers import TopicReader, WorkerProcess, produce
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
+from topology.views import phone_partition
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +220,35 @@ async def test_stop_and_loop_cooldown_hold_across_a_restart(
     assert [c["kind"] for c in to_a] == ["confirmation"], to_a
     to_b = commands_to(commands, B)
     assert [c["kind"] for c in to_b] == ["alert"], "B gets the outage, but no bot replies"
+
+
+async def test_a_stop_on_the_wrong_partition_is_rekeyed_and_still_blocks_the_fanout(
+    settings: Settings, tmp_path: Path, started: list[WorkerProcess], read: Reader
+) -> None:
+    """A producer with another partitioner (librdkafka's CRC32) puts a STOP where the
+    number's state is not: it must still be honoured where the fan-out looks."""
+    reg = TopicRegistry(settings)
+    bs = settings.bootstrap_servers or ""
+    start(settings, tmp_path, started)
+    commands, audit = read(Role.SEND_COMMANDS), read(Role.AUDIT)
+    await produce(bs, reg[Role.CUSTOMER_REGIONS].name, [customer("CA", A, ["R1"])])
+    await read(Role.SUBSCRIBERS_CHANGELOG).until(
+        lambda r: A in {orjson.loads(k) for k, _ in r.records}, what="A subscribed"
+    )
+    home = phone_partition(A.encode(), settings.partitions)
+    wrong = (home + 1) % settings.partitions
+    stop = text(A, "STOP")
+    producer = AIOKafkaProducer(bootstrap_servers=bs)
+    await producer.start()
+    try:
+        await producer.send_and_wait(reg[Role.INBOUND].name, stop[1], key=stop[0], partition=wrong)
+    finally:
+        await producer.stop()
+    optouts = await read(Role.OPTOUTS_CHANGELOG).until(lambda r: A in r.table(), what="opt-out")
+    assert optouts.partitions[-1] == home
+    await produce(bs, reg[Role.OUTAGE_EVENTS].name, [outage("O3", 1)])
+    await audit.until(
+        lambda r: A in fanout_suppressed(r, "O3", "opted_out"), what="the fan-out saw the STOP"
+    )
+    await commands.catch_up()
+    assert [c["kind"] for c in commands_to(commands, A)] == ["confirmation"]

@@ -59,9 +59,48 @@ OPT_OUT_SENDER = [
     "I revoke my consent",
     "Leave me alone",
     "Stop texting me \u2019please\u2019",
+    # Keyword plus filler words, repeats, and a keyword leading a sentence.
+    "STOP STOP",
+    "STOP!!! STOP!!!",
+    "Stop now",
+    "stop it",
+    "STOP IT",
+    "pls stop",
+    "stop pls",
+    "just stop",
+    "unsubscribe please",
+    "stop thanks",
+    "ok stop",
+    "remove me",
+    "STOP - wrong number",
+    "Stop. I moved",
+    "Quit texting me",
+    "stop outage texts",
+    "do not send me texts",
+    "don't send me any more texts",
+    "stop texting me all night",  # "all" here is not "every sender"
+    # Spanish and French (our Spanish texts say "STOP para cancelar").
+    "BAJA",
+    "CANCELAR",
+    "cancelar por favor",
+    "PARAR",
+    "no más mensajes",
+    "quiero darme de baja",
+    "arrête",
+    # A negation in one clause does not cancel a revocation in the next.
+    "Don't stop the power, just stop texting me",
+    "I can't stop these texts, unsubscribe me",
 ]
 
-OPT_OUT_ALL = ["STOPALL", "stop all", "Stop All!", "unsubscribe all", "stop all these texts"]
+OPT_OUT_ALL = [
+    "STOPALL",
+    "stop all",
+    "Stop All!",
+    "unsubscribe all",
+    "stop all these texts",
+    "Stop all texts",
+    "stop all messages please",
+]
 
 NOT_OPT_OUT = [
     "when will the outage end?",
@@ -81,6 +120,13 @@ NOT_OPT_OUT = [
     "Unsubscribed?",  # a question about state, not a request
     "the bus stop has no lights",
     "stopwatch",
+    "Do NOT unsubscribe me",
+    "please don't unsubscribe me",
+    "don't remove me from the list",
+    "Why did you stop texting me?",
+    "I don't want you to stop texting me",
+    "end of the outage?",
+    "yes",
 ]
 
 STATUS = [
@@ -162,6 +208,7 @@ def test_keywords_are_configuration() -> None:
     assert classify("STOP", cfg).intent is Intent.OTHER
     assert classify("ayuda", cfg).intent is Intent.HELP
     assert classify("stop texting me", cfg).intent is not Intent.OPT_OUT
+    assert classify("when will it be fixed?", cfg).intent is Intent.STATUS
 
 
 def test_normalize() -> None:

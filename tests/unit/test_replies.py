@@ -256,16 +256,31 @@ def test_the_menu_goes_out_at_most_once_a_day() -> None:
     assert n.text("hello", T0 + timedelta(hours=25)).command is not None
 
 
-def test_an_auto_responder_echo_gets_no_reply_but_stop_still_counts() -> None:
+def test_an_auto_responder_echo_gets_no_reply_but_stop_still_counts_and_is_confirmed() -> None:
     n = Number(sub())
     out = n.text("Outage Alerts: Reply STATUS for outage status, HELP for help, STOP to opt out.")
     assert out.command is None
     assert ("loop_detected", "loop_echo") in decisions(out)
     assert ("reply_suppressed", "loop_echo") in decisions(out)
-    # In the cool-down STOP is honoured (state), though no confirmation goes out.
+    # In the cool-down STOP is honoured, and its one confirmation still goes out: it cannot
+    # feed a loop (one per state change) and the customer is owed it.
     stop = n.text("STOP", T0 + timedelta(minutes=1))
-    assert stop.optout_changed and blocks(n.optout, SHORT) and stop.command is None
-    assert ("reply_suppressed", "loop_cooldown") in decisions(stop)
+    assert stop.optout_changed and blocks(n.optout, SHORT) and stop.command is not None
+    assert ("loop_exempt", "loop_cooldown") in decisions(stop)
+    assert n.sent[-1].kind.value == "confirmation"
+    # Anything after that is silent again.
+    assert n.text("STOP", T0 + timedelta(minutes=2)).command is None
+
+
+def test_a_stop_after_the_reply_cap_is_still_confirmed() -> None:
+    n = Number(sub())
+    for i in range(6):
+        n.text(f"question {i}?", T0 + timedelta(minutes=8 * i))  # menu once, then nothing
+    for i in range(6):
+        n.text("HELP", T0 + timedelta(minutes=50, seconds=10 * i))
+    assert n.text("STOP", T0 + timedelta(minutes=52)).command is not None
+    assert n.sent[-1].kind.value == "confirmation"
+    assert n.sent[-1].expires_at == T0 + timedelta(minutes=52) + timedelta(hours=24)
 
 
 def test_a_ping_pong_is_cut_off_by_the_loop_guard() -> None:
@@ -286,7 +301,8 @@ def test_replies_are_deterministic(body: str) -> None:
     if a.command is not None:
         cmd = orjson.loads(a.command[1])
         assert cmd["command_id"] == reply_command_id(message.message_id, PHONE)
-        assert cmd["expires_at"] == "2026-11-24T16:00:00Z" and cmd["not_before"] is None
+        ttl = "2026-11-25T15:00:00Z" if body == "STOP" else "2026-11-24T16:00:00Z"
+        assert cmd["expires_at"] == ttl and cmd["not_before"] is None
     assert len({x.audit_id for x in a.audits}) == len(a.audits)
 
 
@@ -323,3 +339,37 @@ def test_a_redelivered_question_gets_the_same_reply() -> None:
     first = handle_inbound(message, 2, None, None, sub(), *args)
     again = handle_inbound(message, 2, first.optout, first.guard, sub(), *args)
     assert first.command is not None and again.command == first.command
+
+
+def test_a_stop_redelivered_after_later_texts_is_confirmed_again_not_recorded_twice() -> None:
+    first, later = sms("STOP"), sms("STOP", to=LONG)
+    args: tuple[Any, ...] = ((), TEXTS, ReplyRules())
+    a = handle_inbound(first, 2, None, None, sub(), *args)
+    b = handle_inbound(later, 2, a.optout, a.guard, sub(), *args)
+    again = handle_inbound(first, 2, b.optout, b.guard, sub(), *args)
+    assert again.optout_changed and again.command == a.command
+    assert len((again.optout or {})["history"]) == 2
+
+
+def test_a_redelivered_yes_is_the_same_confirmation_not_the_menu() -> None:
+    args: tuple[Any, ...] = ((), TEXTS, ReplyRules())
+    stop = handle_inbound(sms("STOP"), 2, None, None, sub(), *args)
+    yes = sms("yes")
+    first = handle_inbound(yes, 2, stop.optout, stop.guard, sub(), *args)
+    again = handle_inbound(yes, 2, first.optout, first.guard, sub(), *args)
+    assert first.command is not None and again.command == first.command
+    assert orjson.loads(again.command[1])["kind"] == "confirmation"
+
+
+def test_a_zone_name_that_is_a_directory_does_not_crash_the_status_bot() -> None:
+    broken = Subscriber(
+        PHONE,
+        (Customer("C1", frozenset({"R1"}), True, "en", "America"),),
+        "mobile",
+        True,
+        "US",
+        None,
+    )
+    n = Number(broken, outages=(outage("O1", eta=T0 + timedelta(hours=1)),))
+    n.text("status")
+    assert "Outage in your area" in n.sent[0].body
