@@ -149,6 +149,31 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def bench_settings(
+    bootstrap: str, kind: str, prefix: str, partitions: int, store: str, tmp: str
+) -> Settings:
+    """Settings of one benchmark run: its own topic prefix and a throw-away data dir."""
+    return Settings(
+        bootstrap_servers=bootstrap,
+        broker_kind=kind,  # type: ignore[arg-type]
+        topic_prefix=prefix,
+        partitions=partitions,
+        store=store,
+        data_dir=Path(tmp) / "data",
+    )
+
+
+def spawn(module: str, args: list[str], s: Settings, out: Any) -> subprocess.Popen[bytes]:
+    """``python -m module args`` with the environment that makes it see ``s``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        env=worker_env(s),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 class Offsets:
     """How many records a topic holds.
 
@@ -217,14 +242,7 @@ async def fanout_bench(
     result = FanoutResult(kind, n)
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="outage-sms-bench-") as tmp:
-        s = Settings(
-            bootstrap_servers=bootstrap,
-            broker_kind=kind,  # type: ignore[arg-type]
-            topic_prefix=f"b{run}.",
-            partitions=partitions,
-            store=store,
-            data_dir=Path(tmp) / "data",
-        )
+        s = bench_settings(bootstrap, kind, f"b{run}.", partitions, store, tmp)
         reg = TopicRegistry(s)
         await ensure_topics(s)
         progress(f"  preloading {n:,} customers into the subscriber table's changelog ...")
@@ -234,13 +252,7 @@ async def fanout_bench(
         log = Path(tmp) / "worker.log"
         with log.open("wb") as out:
             started = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "outage_sms", "worker"],
-                env=worker_env(s),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+            proc = spawn("outage_sms", ["worker"], s, out)
             try:
                 counting = Offsets(bootstrap, commands, partitions, count=kind == "tansu")
                 async with counting as offsets:

@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import faust
 
@@ -59,6 +58,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__: list[Any] = []

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -39,7 +37,7 @@ from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 
 from .ceilings import Measurement
-from .fanout import Offsets, partition_of, phone, preload, worker_env
+from .fanout import Offsets, bench_settings, partition_of, phone, preload, spawn
 
 __all__ = ["RepliesResult", "render_replies", "replies_bench"]
 
@@ -134,13 +132,7 @@ async def _plain_agent(s: Settings, n: int, workdir: Path) -> Measurement:
         return {int(m["n"]): float(m["t"]) for m in map(orjson.loads, lines)}
 
     with (workdir / "plain.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.plain_agent", topic, str(n + 1), str(marks_path)],
-            env=worker_env(s),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = spawn("bench.plain_agent", [topic, str(n + 1), str(marks_path)], s, log)
         try:
 
             async def until(mark: int) -> dict[int, float]:
@@ -171,14 +163,7 @@ async def replies_bench(
     result = RepliesResult(kind, n)
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="outage-sms-bench-") as tmp:
-        s = Settings(
-            bootstrap_servers=bootstrap,
-            broker_kind=kind,  # type: ignore[arg-type]
-            topic_prefix=f"r{run}.",
-            partitions=partitions,
-            store="rocksdb://",
-            data_dir=Path(tmp) / "data",
-        )
+        s = bench_settings(bootstrap, kind, f"r{run}.", partitions, "rocksdb://", tmp)
         reg = TopicRegistry(s)
         await ensure_topics(s)
         progress(f"  preloading {n:,} customers ...")
@@ -191,13 +176,7 @@ async def replies_bench(
 
         log = Path(tmp) / "worker.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "outage_sms", "worker"],
-                env=worker_env(s),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+            proc = spawn("outage_sms", ["worker"], s, out)
             try:
                 commands = reg[Role.SEND_COMMANDS].name
                 async with Offsets(bootstrap, commands, partitions, count=kind == "tansu") as off:

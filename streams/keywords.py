@@ -61,7 +61,7 @@ DEFAULT_OPT_OUT_ALL: tuple[str, ...] = ("stopall", "stop all", "unsubscribe all"
 #: ("STOP STOP", "stop it", "pls stop", "unsubscribe please", "stop now thanks").
 FILLERS: frozenset[str] = frozenset(
     "please pls plz now it this thanks thank you thx ty just ok okay asap immediately "
-    "already again me por favor ya gracias".split()
+    "already again me all por favor ya gracias".split()
 )
 DEFAULT_OPT_IN: tuple[str, ...] = ("start", "unstop", "yes", "subscribe")
 DEFAULT_HELP: tuple[str, ...] = ("help", "info")
@@ -96,6 +96,11 @@ class KeywordConfig:
     status: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_STATUS))
     revocation_phrases: bool = True
     """Treat clear plain-words revocation ("stop texting me") as an opt-out."""
+    any_opt_out: frozenset[str] = field(init=False, repr=False, compare=False)
+    """Both opt-out lists, joined once rather than for every text."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "any_opt_out", self.opt_out | self.opt_out_all)
 
     @classmethod
     def from_lists(
@@ -234,8 +239,8 @@ def classify(body: str, config: KeywordConfig | None = None) -> Classified:
         return Classified(Intent.STATUS, matched=single)
     words = single.split()
     everything = bool(_ALL_SCOPE.search(single))
-    keyword = _keyword_sentence(words, cfg.opt_out | cfg.opt_out_all | {"all"})
-    if keyword is not None and keyword != "all":
+    keyword = _keyword_sentence(words, cfg.any_opt_out)
+    if keyword is not None:
         return Classified(
             Intent.OPT_OUT, all_senders=everything or keyword in cfg.opt_out_all, matched=keyword
         )

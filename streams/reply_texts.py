@@ -137,11 +137,8 @@ class ReplyTexts:
         info = lang.info.format(url=status_url) if status_url else ""
         return self._done(head + eta + info)
 
-    def signatures(self) -> tuple[str, ...]:
-        """Normalised fragments of our texts that a person would not write on their own."""
-        return self._signatures
-
     def _collect_signatures(self) -> tuple[str, ...]:
+        """Normalised fragments of our texts that a person would not write on their own."""
         out: set[str] = set()
         for lang in _LANGS.values():
             for template in (
