@@ -43,6 +43,9 @@ class Role(StrEnum):
     CUSTOMERS_BY_PHONE = "customers_by_phone"
     OUTAGE_FANOUT = "outage_fanout"
     INBOUND_BY_PHONE = "inbound_by_phone"
+    # Internal to the dispatcher: commands re-keyed by sender, and its ledger of outcomes.
+    DISPATCH = "dispatch"
+    DISPATCH_LEDGER = "dispatch_ledger"
     CUSTOMER_PHONE_CHANGELOG = "customer_phone_changelog"
     SUBSCRIBERS_CHANGELOG = "subscribers_changelog"
     OUTAGES_CHANGELOG = "outages_changelog"
@@ -193,6 +196,30 @@ class TopicRegistry:
                 p,
                 False,
                 keep,
+                internal=True,
+            ),
+            # Send commands re-keyed by sender number: one dispatcher owns each sender, so
+            # its rate limit is global however many dispatchers run.
+            TopicSpec(
+                Role.DISPATCH,
+                f"{s.faust_id}-dispatch",
+                "sender",
+                None,
+                p,
+                False,
+                keep,
+                internal=True,
+            ),
+            # command_id -> intent / terminal outcome, partition for partition beside the
+            # dispatch topic: what makes "sent at most once" survive restarts and replays.
+            TopicSpec(
+                Role.DISPATCH_LEDGER,
+                f"{s.faust_id}-dispatch-ledger",
+                "command_id",
+                None,
+                p,
+                True,
+                None,
                 internal=True,
             ),
         ]
