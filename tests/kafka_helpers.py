@@ -260,3 +260,12 @@ class WorkerProcess:
     def log_tail(self, n: int = 40) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a worker's web server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

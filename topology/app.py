@@ -50,6 +50,7 @@ from .guard import RetriesExhausted, process_guarded
 from .settings import Settings
 from .topics import Role, TopicRegistry
 from .views import AreaViews, LocalViews, area_key, memory_key, phone_partition
+from .web import register_web
 
 __all__ = ["OutageSmsApp", "create_app", "faust_broker_url"]
 
@@ -158,6 +159,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # "<outage>|<partition>" -> the latest version of every outage, one copy per partition,
     # written by the fan-out agent: the status bot's view, local to the asking number.
     area_outages = table("area_outages", key_type=str, default=None)
+    # E.164 phone -> provider message id -> our command (topology.web): links carrier
+    # receipts to commands, fed from sms.delivery-status (keyed by recipient phone).
+    table("receipt_links", key_type=str, default=None)
 
     pool = parse_pool(s.senders)
     quiet_start, quiet_end = s.quiet_window()
@@ -535,4 +539,5 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     async def inbound_rekeyed(stream: faust.StreamT[bytes]) -> None:
         await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
+    register_web(built, reply_texts, reply_rules)
     return built

@@ -53,6 +53,7 @@ class Role(StrEnum):
     OPTOUTS_CHANGELOG = "optouts_changelog"
     REPLY_GUARD_CHANGELOG = "reply_guard_changelog"
     AREA_OUTAGES_CHANGELOG = "area_outages_changelog"
+    RECEIPT_LINKS_CHANGELOG = "receipt_links_changelog"
 
 
 #: Faust table name -> the changelog role; Faust names it ``<app_id>-<table>-changelog``.
@@ -64,6 +65,7 @@ TABLES: dict[str, Role] = {
     "optouts": Role.OPTOUTS_CHANGELOG,
     "reply_guard": Role.REPLY_GUARD_CHANGELOG,
     "area_outages": Role.AREA_OUTAGES_CHANGELOG,
+    "receipt_links": Role.RECEIPT_LINKS_CHANGELOG,
 }
 
 
