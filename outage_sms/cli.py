@@ -124,6 +124,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(_settings(), create_topics=not args.no_create_topics)
 
 
+def cmd_dispatcher(args: argparse.Namespace) -> int:
+    from .dispatch import run_dispatcher
+
+    return run_dispatcher(_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="outage-sms",
@@ -143,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-create-topics", action="store_true", help="fail instead of creating missing topics"
     )
     w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser(
+        "dispatcher",
+        help="send the queued commands through the SMS provider",
+        description="Send commands from sms.send-commands through Genesys Cloud, each "
+        "sender number at its rate, and publish every outcome to sms.delivery-status. "
+        "Needs KAFKA_BOOTSTRAP_SERVERS and OUTAGE_SMS_GENESYS_CLIENT_ID/_SECRET/_REGION. "
+        "Run as many as you like: each sender number has exactly one owner.",
+    )
+    d.set_defaults(func=cmd_dispatcher)
 
     b = sub.add_parser(
         "broker",

@@ -23,6 +23,7 @@ from schemas import (
     OutageEvent,
     Record,
     RejectReason,
+    SendCommand,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Rejected",
     "Tombstone",
     "dead_letter",
+    "decode_command",
     "decode_customer",
     "decode_inbound",
     "decode_outage",
@@ -158,6 +160,18 @@ def decode_inbound(
         return rec
     if rec.from_ != k:
         return Rejected(RejectReason.KEY_MISMATCH, "key is not the sender's E.164 number")
+    return Accepted(rec)
+
+
+def decode_command(
+    key: bytes | None, value: bytes | None, max_bytes: int
+) -> Accepted[SendCommand] | Rejected:
+    """``sms.send-commands`` as the dispatcher reads it; the key is the sender number there."""
+    if value is None:
+        return Rejected(RejectReason.VALIDATION, "send commands cannot be deleted (null value)")
+    rec = _validate(SendCommand, value, max_bytes)
+    if isinstance(rec, Rejected):
+        return rec
     return Accepted(rec)
 
 

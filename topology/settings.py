@@ -172,6 +172,40 @@ class Settings(BaseSettings):
         description="The keyword menu for unrecognised texts, at most this often.",
     )
 
+    genesys_client_id: str | None = Field(
+        default=None, description="OAuth client-credentials client id (Genesys Cloud)."
+    )
+    genesys_client_secret: str | None = Field(default=None, repr=False)
+    genesys_region: str = Field(
+        default="mypurecloud.com",
+        description="The org's region domain: mypurecloud.com, mypurecloud.ie, euw2.pure.cloud.",
+    )
+    genesys_api_url: str | None = Field(
+        default=None, description="Overrides https://api.<region> (a proxy, the fake provider)."
+    )
+    genesys_login_url: str | None = Field(
+        default=None, description="Overrides https://login.<region>."
+    )
+    client_requests_per_minute: int = Field(
+        default=300,
+        ge=2,
+        description="Requests a minute this dispatcher makes on its OAuth client (Genesys "
+        "allows about 300 per client): give each dispatcher its own client, or a share.",
+    )
+    dispatch_concurrency: int = Field(
+        default=64, ge=1, description="Provider requests in flight at once, per dispatcher."
+    )
+    dispatch_read_ahead: int = Field(
+        default=20_000,
+        ge=100,
+        description="Commands held in memory per dispatch partition before reading pauses.",
+    )
+    sender_burst: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="Units a sender may send at once after idling; 1 paces strictly.",
+    )
+
     web_enabled: bool = Field(default=False, description="Serve Faust's web server.")
     web_port: int = 6066
     log_level: str = "INFO"

@@ -39,6 +39,7 @@ class Role(StrEnum):
     OUTAGE_EVENTS_DLQ = "outage_events_dlq"
     CUSTOMER_REGIONS_DLQ = "customer_regions_dlq"
     INBOUND_DLQ = "inbound_dlq"
+    SEND_COMMANDS_DLQ = "send_commands_dlq"
     # Internal: customers re-keyed by phone, and the table changelogs.
     CUSTOMERS_BY_PHONE = "customers_by_phone"
     OUTAGE_FANOUT = "outage_fanout"
@@ -157,6 +158,15 @@ class TopicRegistry:
             TopicSpec(
                 Role.INBOUND_DLQ,
                 t(s.topic_inbound + s.dlq_suffix),
+                "source key",
+                DeadLetter,
+                1,
+                False,
+                dlq,
+            ),
+            TopicSpec(
+                Role.SEND_COMMANDS_DLQ,
+                t(s.topic_send_commands + s.dlq_suffix),
                 "source key",
                 DeadLetter,
                 1,

@@ -1,0 +1,263 @@
+"""The dispatcher on a real broker, sending to the fake Genesys over TCP: rates, faults,
+send-time opt-outs and staleness, duplicates and restarts. Counts are checked at the fake
+provider (what customers would receive) and on sms.delivery-status (what analytics see)."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from outage_sms.admin import ensure_topics
+from outage_sms.fake_provider import FakeConfig, FakeProvider
+from streams.genesys import GenesysClient, GenesysConfig, make_http_client
+from tests.kafka_helpers import TopicReader, WorkerProcess, produce
+from topology.dispatcher import Dispatcher
+from topology.settings import Settings
+from topology.topics import Role, TopicRegistry
+from topology.views import phone_partition
+
+pytestmark = pytest.mark.integration
+
+Reader = Callable[[Role], TopicReader]
+
+SLOW = "+14155550100"  # a long code at 4 msg/s
+FAST = "87654"  # a short code at 50 msg/s
+POOL = orjson.dumps(
+    [
+        {"id": SLOW, "type": "long_code", "rate": 4, "countries": ["US"]},
+        {"id": FAST, "type": "short_code", "rate": 50, "countries": ["US"]},
+    ]
+).decode()
+_n = itertools.count()
+
+
+def phone(i: int) -> str:
+    return f"+1415555{i:04d}"
+
+
+def command(
+    to: str,
+    sender: str = FAST,
+    *,
+    cid: str | None = None,
+    kind: str = "alert",
+    outage: tuple[str, int] | None = ("O1", 1),
+    **over: Any,
+) -> tuple[bytes, bytes]:
+    now = datetime.now(UTC)
+    rec: dict[str, Any] = {
+        "schema_version": 1,
+        "command_id": cid or f"c{next(_n)}:{to}",
+        "kind": kind,
+        "outage_id": outage[0] if outage else None,
+        "outage_version": outage[1] if outage else None,
+        "from": sender,
+        "to": to,
+        "body": "Outage Alerts: power out in your area. Reply STOP to opt out",
+        "encoding": "gsm7",
+        "segments": 1,
+        "created_at": now.isoformat(),
+        "expires_at": (now + timedelta(hours=1)).isoformat(),
+    }
+    rec.update(over)
+    return to.encode(), orjson.dumps(rec)
+
+
+def cid_of(record: tuple[bytes, bytes]) -> str:
+    return str(orjson.loads(record[1])["command_id"])
+
+
+class Rig:
+    """Broker topics, the fake provider, and dispatchers started on demand."""
+
+    def __init__(self, settings: Settings, fake: FakeProvider, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self.fake = fake
+        self.stack = stack
+        self.reg = TopicRegistry(settings)
+        self.dispatchers: list[Dispatcher] = []
+
+    async def dispatcher(self, **over: Any) -> Dispatcher:
+        http: httpx.AsyncClient = await self.stack.enter_async_context(make_http_client())
+        config = GenesysConfig(
+            client_id="fake-client",
+            client_secret="fake-secret",  # noqa: S106 (the fake's test credential)
+            api_base_url=self.fake.url,
+            login_base_url=self.fake.url,
+        )
+        settings = self.settings.model_copy(update=over)
+        d = Dispatcher(settings, GenesysClient(http, config))
+        await d.start()
+        self.dispatchers.append(d)
+        return d
+
+    async def commands(self, records: list[tuple[bytes, bytes]]) -> None:
+        await produce(
+            self.settings.bootstrap_servers or "", self.reg[Role.SEND_COMMANDS].name, records
+        )
+
+    async def changelog(self, role: Role, key: str, value: Any) -> None:
+        """Write a Faust table entry as the worker would (JSON key and value)."""
+        await produce(
+            self.settings.bootstrap_servers or "",
+            self.reg[role].name,
+            [(orjson.dumps(key), orjson.dumps(value))],
+        )
+
+
+@pytest.fixture
+async def rig(settings: Settings) -> AsyncIterator[Rig]:
+    settings = settings.model_copy(
+        update={"senders": POOL, "client_requests_per_minute": 100_000}
+    )
+    await ensure_topics(settings)
+    fake = FakeProvider(FakeConfig(senders={SLOW: 4.0, FAST: 50.0}, client_limit=None))
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(fake)
+        r = Rig(settings, fake, stack)
+        try:
+            yield r
+        finally:
+            for d in r.dispatchers:
+                await d.stop()
+
+
+def statuses(reader: TopicReader) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in reader.json_values():
+        out.setdefault(s["command_id"], []).append(s)
+    return out
+
+
+def sent_to(fake: FakeProvider) -> Counter[str]:
+    return Counter(m.to for m in fake.messages)
+
+
+async def test_each_command_is_sent_once_at_its_senders_rate(rig: Rig, read: Reader) -> None:
+    fast = [command(phone(i), FAST) for i in range(40)]
+    slow = [command(phone(100 + i), SLOW) for i in range(8)]
+    dup = fast[3]  # a replayed record of the same command
+    await rig.commands([*slow, *fast, dup])
+    d = await rig.dispatcher()
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: len(statuses(r)) == 48, what="48 terminal statuses")
+
+    got = statuses(status)
+    assert all(len(v) == 1 for v in got.values()), "one terminal status per command"
+    assert {v[0]["outcome"] for v in got.values()} == {"sent"}
+    assert sent_to(rig.fake) == Counter({phone(i): 1 for i in [*range(40), *range(100, 108)]})
+    assert rig.fake.stats()["violation_total"] == 0
+    assert d.counts["duplicates"] == 1
+    # The slow sender did not hold the fast one back: all 40 fast texts went before the
+    # last slow one (8 at 4/s take about 2 s; 40 at 50/s under 1 s).
+    order = [m.from_ for m in rig.fake.messages]
+    last_slow = max(i for i, f in enumerate(order) if f == SLOW)
+    assert order[:last_slow].count(FAST) == 40
+    print(f"checked: 48 commands, 48 statuses, {len(rig.fake.messages)} texts, 0 violations")
+
+
+async def test_a_stop_or_a_resolution_stops_queued_texts(rig: Rig, read: Reader) -> None:
+    """Commands created before a STOP (or before the outage resolved) are not sent."""
+    await rig.changelog(
+        Role.OUTAGES_CHANGELOG, "O1", {"outage_id": "O1", "version": 1, "status": "detected"}
+    )
+    d = await rig.dispatcher()
+    queued = [command(phone(i), SLOW) for i in range(12)]  # 3 s of backlog at 4/s
+    await rig.commands(queued)
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: len(statuses(r)) >= 2, what="the first texts")
+    stopped = phone(10)
+    await rig.changelog(
+        Role.OPTOUTS_CHANGELOG,
+        stopped,
+        {"p": phone_partition(stopped.encode(), 4), "all": False, "senders": [SLOW]},
+    )
+    await status.until(lambda r: len(statuses(r)) == 12, what="12 terminal statuses")
+    got = {cid: v[0] for cid, v in statuses(status).items()}
+    assert got[cid_of(queued[10])]["outcome"] == "suppressed"
+    assert got[cid_of(queued[10])]["reason"] == "opted_out"
+    assert stopped not in sent_to(rig.fake)
+
+    later = [command(phone(200 + i), SLOW) for i in range(8)]
+    await rig.commands(later)
+    await status.until(lambda r: sum(1 for c in map(cid_of, later) if c in statuses(r)) >= 2)
+    await rig.changelog(
+        Role.OUTAGES_CHANGELOG, "O1", {"outage_id": "O1", "version": 2, "status": "resolved"}
+    )
+    await status.until(lambda r: all(cid_of(c) in statuses(r) for c in later), what="later")
+    outcomes = Counter(
+        (statuses(status)[cid_of(c)][0]["outcome"], statuses(status)[cid_of(c)][0]["reason"])
+        for c in later
+    )
+    assert outcomes[("suppressed", "stale")] >= 1
+    assert outcomes[("sent", None)] >= 2
+    assert sum(outcomes.values()) == 8
+    print(f"checked: opt-out at send time, stale after resolution {dict(outcomes)}; {d.describe()}")
+
+
+async def test_provider_faults_end_in_one_terminal_status_each(rig: Rig, read: Reader) -> None:
+    bad = phone(7)
+    rig.fake.faults.throttle = 5
+    rig.fake.faults.retry_after = 0.2
+    rig.fake.faults.server_errors = 4
+    rig.fake.faults.reject_numbers = {bad: "invalid.recipient"}
+    cmds = [command(phone(i), FAST) for i in range(20)]
+    await rig.commands(cmds)
+    await rig.dispatcher()
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: len(statuses(r)) == 20, what="20 terminal statuses")
+    got = statuses(status)
+    assert all(len(v) == 1 for v in got.values())
+    bad_status = got[cid_of(cmds[7])][0]
+    assert (bad_status["outcome"], bad_status["reason"]) == ("failed", "rejected")
+    assert {v[0]["outcome"] for c, v in got.items() if c != cid_of(cmds[7])} == {"sent"}
+    assert sent_to(rig.fake) == Counter({phone(i): 1 for i in range(20) if i != 7})
+    retried = sum(v[0]["attempts"] > 1 for v in got.values())
+    assert retried >= 1
+    print(f"checked: 20 statuses after 5x429, 4x5xx, 1x400; {retried} needed retries")
+
+
+async def test_a_restart_mid_backlog_sends_nothing_twice(rig: Rig, read: Reader) -> None:
+    cmds = [command(phone(i), SLOW) for i in range(16)]  # 4 s at 4/s
+    await rig.commands(cmds)
+    first = await rig.dispatcher()
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: len(statuses(r)) >= 4, what="a few texts")
+    await first.stop()
+    rig.dispatchers.remove(first)
+    sent_before = len(rig.fake.messages)
+    assert sent_before < 16
+    # The ledger and the committed offsets carry over; replayed commands are duplicates.
+    await rig.commands(cmds[:4])
+    await rig.dispatcher()
+    await status.until(lambda r: len(statuses(r)) == 16, what="16 terminal statuses")
+    await status.catch_up()
+    assert all(len(v) == 1 for v in statuses(status).values())
+    assert sent_to(rig.fake) == Counter({phone(i): 1 for i in range(16)})
+    assert rig.fake.stats()["violation_total"] == 0
+    print(f"checked: {sent_before} sent before the restart, 16 after, each once")
+
+
+async def test_two_dispatchers_share_the_senders_without_exceeding_a_rate(
+    rig: Rig, read: Reader
+) -> None:
+    a = await rig.dispatcher()
+    b = await rig.dispatcher()
+    cmds = [command(phone(i), FAST if i % 4 else SLOW) for i in range(80)]
+    await rig.commands(cmds)
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: len(statuses(r)) == 80, what="80 terminal statuses")
+    assert all(len(v) == 1 for v in statuses(status).values())
+    assert sent_to(rig.fake) == Counter({phone(i): 1 for i in range(80)})
+    assert rig.fake.stats()["violation_total"] == 0
+    print(f"checked: 80 sent once over two dispatchers; a: {a.describe()} b: {b.describe()}")
+
