@@ -21,7 +21,22 @@ from schemas import SendCommand
 
 from .dispatch import Attempts
 
-__all__ = ["Item", "OffsetTracker", "SenderQueue"]
+__all__ = [
+    "DONE",
+    "OUTCOME",
+    "RETRY",
+    "SENDING",
+    "Duplicate",
+    "Fresh",
+    "Interrupted",
+    "Item",
+    "LedgerVerdict",
+    "OffsetTracker",
+    "Republish",
+    "SenderQueue",
+    "ledger_entry",
+    "ledger_verdict",
+]
 
 _seq = itertools.count()
 
@@ -126,8 +141,10 @@ SENDING = "sending"
 """A request may be on its way: after a crash, do not send again (at most once)."""
 RETRY = "retry"
 """The last try failed without reaching the customer: sending again is safe."""
+OUTCOME = "outcome"
+"""Terminal; ``status`` holds the delivery-status record, which may not be published yet."""
 DONE = "done"
-"""Terminal; ``status`` holds the delivery-status record that was published."""
+"""Terminal, and its delivery-status record is on the broker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +163,8 @@ class Interrupted:
 
 @dataclass(frozen=True, slots=True)
 class Republish:
-    """The same record, re-read after a crash between its ledger entry and its commit:
-    publish the same status again (identical bytes) so none is missing."""
+    """Decided, but the status may not have reached the broker before a crash: publish
+    the same status again (identical bytes) so none is missing."""
 
     status: bytes
 
@@ -183,18 +200,17 @@ def ledger_entry(
     return entry
 
 
-def ledger_verdict(entry: object, partition: int, offset: int) -> LedgerVerdict:
-    """What a ledger entry means for a command record read at ``partition``/``offset``."""
+def ledger_verdict(entry: object) -> LedgerVerdict:
+    """What a ledger entry means for a command read again (after a restart, a replay)."""
     if not isinstance(entry, dict):
         return Fresh()
     a = entry.get("a") or [0, 0, 0]
     attempts = Attempts(*(int(x) for x in a[:3])) if isinstance(a, list) else Attempts()
     state = entry.get("s")
-    if state == DONE:
-        status = entry.get("status")
-        same = entry.get("p") == partition and entry.get("o") == offset
-        if same and isinstance(status, str):
-            return Republish(status.encode())
+    status = entry.get("status")
+    if state == OUTCOME and isinstance(status, str):
+        return Republish(status.encode())
+    if state in (DONE, OUTCOME):
         outcome = entry.get("outcome")
         return Duplicate(outcome if isinstance(outcome, str) else None)
     if state == SENDING:

@@ -30,6 +30,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,7 @@ from streams.dispatch import (
 )
 from streams.dispatch_queue import (
     DONE,
+    OUTCOME,
     RETRY,
     SENDING,
     Duplicate,
@@ -246,7 +248,13 @@ class Dispatcher:
         self._pool = parse_pool(s.senders)
         self._usable = {sender.id for sender in self._pool.senders if sender.usable}
         self.limiter = RateLimiter(
-            [SenderLimit.from_sender(sender, s.sender_burst) for sender in self._pool.senders],
+            [
+                replace(
+                    SenderLimit.from_sender(sender, s.sender_burst),
+                    rate=sender.rate * s.sender_rate_share,
+                )
+                for sender in self._pool.senders
+            ],
             ClientLimit(
                 s.client_requests_per_minute,
                 60.0,
@@ -567,12 +575,17 @@ class Dispatcher:
         if cmd.command_id in self._active:
             await self._duplicate(item, self._clock())
             return
-        verdict = ledger_verdict(self._ledger.get(p, {}).get(cmd.command_id), p, offset)
+        verdict = ledger_verdict(self._ledger.get(p, {}).get(cmd.command_id))
         now = self._clock()
         if isinstance(verdict, Duplicate):
             await self._duplicate(item, now)
         elif isinstance(verdict, Republish):
-            self._write(p, offset, [self._status_write(cmd.to, verdict.status)])
+            entry = self._ledger[p][cmd.command_id]
+            done = {**entry, "s": DONE}
+            done.pop("status", None)
+            self._ledger[p][cmd.command_id] = done
+            publish = self._publish(p, cmd.command_id, cmd.to, verdict.status, None, done)
+            self._write(p, offset, [asyncio.ensure_future(publish)])
         elif isinstance(verdict, Interrupted):
             await self._finish(
                 item,
@@ -726,7 +739,7 @@ class Dispatcher:
 
     def _is_done(self, item: Item) -> bool:
         entry = self._ledger.get(item.partition, {}).get(item.cmd.command_id)
-        return isinstance(entry, dict) and entry.get("s") == DONE
+        return isinstance(entry, dict) and entry.get("s") in (DONE, OUTCOME)
 
     async def _send(self, q: SenderQueue, item: Item, bypassed: tuple[str, ...]) -> None:
         assert self._producer is not None  # noqa: S101
@@ -784,16 +797,11 @@ class Dispatcher:
         self._active.pop(cmd.command_id, None)
         attempts = Attempts(terminal.attempts, item.attempts.transient, item.attempts.throttled)
         status = status_record(cmd, terminal, _utc(now), self.provider.name).to_bytes()
-        entry = ledger_entry(DONE, p, item.offset, attempts, status, terminal.outcome.value)
-        self._ledger.setdefault(p, {})[cmd.command_id] = entry
-        writes = [
-            await self._producer.send(
-                self._topic[Role.DISPATCH_LEDGER],
-                orjson.dumps(entry),
-                key=cmd.command_id.encode(),
-                partition=p,
-            ),
-            self._status_write(cmd.to, status),
+        outcome = ledger_entry(OUTCOME, p, item.offset, attempts, status, terminal.outcome.value)
+        done = ledger_entry(DONE, p, item.offset, attempts, None, terminal.outcome.value)
+        self._ledger.setdefault(p, {})[cmd.command_id] = done
+        writes: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._publish(p, cmd.command_id, cmd.to, status, outcome, done))
         ]
         audit = None
         if terminal.outcome is DeliveryOutcome.SUPPRESSED:
@@ -846,6 +854,25 @@ class Dispatcher:
             record.to_bytes(),
             phone_partition(cmd.to.encode(), self._n),
         )
+
+    async def _publish(
+        self,
+        p: int,
+        command_id: str,
+        phone: str,
+        status: bytes,
+        outcome: dict[str, object] | None,
+        done: dict[str, object],
+    ) -> None:
+        """Ledger ``outcome`` (with the status), the status, then ledger ``done``, each
+        acknowledged before the next: after a crash ``outcome`` alone means "publish this
+        status again" (a repeat, identical, only in the instant between the last two
+        writes), and ``done`` means it is on the broker."""
+        key = command_id.encode()
+        if outcome is not None:
+            await self._producer_send(Role.DISPATCH_LEDGER, key, orjson.dumps(outcome), p)
+        await self._status_write(phone, status)
+        await self._producer_send(Role.DISPATCH_LEDGER, key, orjson.dumps(done), p)
 
     def _status_write(self, phone: str, status: bytes) -> asyncio.Future[Any]:
         key = phone.encode()

@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         ge=100,
         description="Commands held in memory per dispatch partition before reading pauses.",
     )
+    sender_rate_share: float = Field(
+        default=0.97,
+        gt=0,
+        le=1,
+        description="Fraction of each sender's rate the dispatcher paces at: network jitter "
+        "bunches requests on arrival, and the carrier counts arrivals.",
+    )
     sender_burst: float = Field(
         default=1.0,
         ge=1.0,

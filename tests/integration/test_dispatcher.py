@@ -4,7 +4,11 @@ provider (what customers would receive) and on sms.delivery-status (what analyti
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -17,9 +21,10 @@ import orjson
 import pytest
 
 from outage_sms.admin import ensure_topics
+from outage_sms.brokers import terminate
 from outage_sms.fake_provider import FakeConfig, FakeProvider
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
-from tests.kafka_helpers import TopicReader, WorkerProcess, produce
+from tests.kafka_helpers import TopicReader, produce, settings_env
 from topology.dispatcher import Dispatcher
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -116,9 +121,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(settings: Settings) -> AsyncIterator[Rig]:
-    settings = settings.model_copy(
-        update={"senders": POOL, "client_requests_per_minute": 100_000}
-    )
+    settings = settings.model_copy(update={"senders": POOL, "client_requests_per_minute": 100_000})
     await ensure_topics(settings)
     fake = FakeProvider(FakeConfig(senders={SLOW: 4.0, FAST: 50.0}, client_limit=None))
     async with AsyncExitStack() as stack:
@@ -261,3 +264,65 @@ async def test_two_dispatchers_share_the_senders_without_exceeding_a_rate(
     assert rig.fake.stats()["violation_total"] == 0
     print(f"checked: 80 sent once over two dispatchers; a: {a.describe()} b: {b.describe()}")
 
+
+async def test_kill_9_mid_backlog_sends_nobody_two_texts(
+    rig: Rig, read: Reader, tmp_path: Path
+) -> None:
+    """A dispatcher process killed without warning: on restart nothing is sent twice, and
+    the one request that may have been in flight ends as ``failed: outcome_unknown``."""
+    env = {
+        **settings_env(rig.settings),
+        "OUTAGE_SMS_SENDERS": POOL,
+        "OUTAGE_SMS_CLIENT_REQUESTS_PER_MINUTE": "100000",
+        "OUTAGE_SMS_GENESYS_CLIENT_ID": "fake-client",
+        "OUTAGE_SMS_GENESYS_CLIENT_SECRET": "fake-secret",
+        "OUTAGE_SMS_GENESYS_API_URL": rig.fake.url,
+    }
+    log = tmp_path / "dispatcher.log"
+
+    def spawn() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "outage_sms", "dispatcher"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    cmds = [command(phone(i), SLOW) for i in range(16)]  # 4 s at 4/s
+    await rig.commands(cmds)
+    proc = spawn()
+    try:
+        deadline = time.monotonic() + 60
+        while len(rig.fake.messages) < 5:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=10)
+        before = len(rig.fake.messages)
+        proc = spawn()
+        status = read(Role.DELIVERY_STATUS)
+        await status.until(lambda r: len(statuses(r)) == 16, what="16 terminal statuses")
+        await status.catch_up()
+    finally:
+        terminate(proc, grace=30)
+    got = statuses(status)
+    # A status is repeated only if the kill fell between its ack and the ledger's "done";
+    # a repeat is byte-identical, never a second, different outcome.
+    repeats = sum(len(v) - 1 for v in got.values())
+    assert all(v.count(v[0]) == len(v) for v in got.values()), "no contradicting statuses"
+    assert repeats <= 1
+    outcomes = Counter((v[0]["outcome"], v[0]["reason"]) for v in got.values())
+    assert set(outcomes) <= {("sent", None), ("failed", "outcome_unknown")}
+    assert outcomes[("failed", "outcome_unknown")] <= 1
+    texts = sent_to(rig.fake)
+    assert max(texts.values()) == 1, "nobody got two texts"
+    sent = {orjson.loads(c[1])["to"] for c in cmds if got[cid_of(c)][0]["outcome"] == "sent"}
+    assert sent <= set(texts)
+    assert rig.fake.stats()["violation_total"] == 0
+    print(
+        f"checked: killed after {before} texts; {dict(outcomes)}; {len(texts)} numbers "
+        f"texted once each; {repeats} identical status repeats"
+    )
