@@ -41,8 +41,13 @@ def genesys_config(settings: Settings) -> GenesysConfig:
 async def _run(settings: Settings) -> int:
     config = genesys_config(settings)
     await ensure_topics(settings)
-    async with make_http_client(max_connections=settings.dispatch_concurrency) as http:
-        dispatcher = Dispatcher(settings, GenesysClient(http, config))
+    async with contextlib.AsyncExitStack() as stack:
+        # Pools of 4 connections, used in turn: see streams.genesys.GenesysClient.
+        pools = [
+            await stack.enter_async_context(make_http_client(max_connections=4))
+            for _ in range(max(1, -(-settings.dispatch_concurrency // 4)))
+        ]
+        dispatcher = Dispatcher(settings, GenesysClient(pools, config))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

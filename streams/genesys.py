@@ -14,10 +14,11 @@ number) are masked before they go anywhere.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -167,18 +168,25 @@ class GenesysClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Sequence[httpx.AsyncClient],
         config: GenesysConfig,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] | None = None,
     ) -> None:
-        t = http.timeout
-        if None in (t.connect, t.read, t.write, t.pool):
-            raise ConfigurationError(
-                "the Genesys client needs an httpx.AsyncClient with every timeout set "
-                "(connect, read, write, pool); use streams.genesys.make_http_client()"
-            )
-        self._http = http
+        # Several small pools, used in turn, cost less than one big one: httpcore checks
+        # every pooled connection on each request (bench/results/dispatch.md).
+        pool = [http] if isinstance(http, httpx.AsyncClient) else list(http)
+        if not pool:
+            raise ConfigurationError("the Genesys client needs at least one httpx.AsyncClient")
+        for client in pool:
+            t = client.timeout
+            if None in (t.connect, t.read, t.write, t.pool):
+                raise ConfigurationError(
+                    "the Genesys client needs an httpx.AsyncClient with every timeout set "
+                    "(connect, read, write, pool); use streams.genesys.make_http_client()"
+                )
+        self._http = pool[0]
+        self._pool = itertools.cycle(pool)
         self.config = config
         self._clock = clock
         self._wall = wall or (lambda: datetime.now(UTC))
@@ -277,7 +285,7 @@ class GenesysClient:
     async def _post(self, message: OutboundMessage, token: str) -> ProviderResult | None:
         """One request; None means 401 (the caller refreshes the token)."""
         try:
-            response = await self._http.post(
+            response = await next(self._pool).post(
                 self.config.api_url + AGENTLESS_PATH,
                 json=self.request_body(message),
                 headers={"Authorization": f"Bearer {token}"},

@@ -47,7 +47,9 @@ __all__ = [
     "area_outage_from_state",
     "blocks",
     "handle_inbound",
+    "recipient_zone",
     "reply_command_id",
+    "status_text",
 ]
 
 OptOutState = dict[str, Any]
@@ -126,7 +128,7 @@ def reply_command_id(message_id: str, phone: str) -> str:
     return "rep-" + digest.hexdigest()
 
 
-def _zone(name: str | None, default: str) -> ZoneInfo:
+def recipient_zone(name: str | None, default: str) -> ZoneInfo:
     for candidate in (name, default, "UTC"):
         if candidate:
             try:
@@ -136,7 +138,7 @@ def _zone(name: str | None, default: str) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
-def _status_text(
+def status_text(
     texts: ReplyTexts,
     sub: Subscriber,
     outages: Iterable[AreaOutage],
@@ -146,7 +148,7 @@ def _status_text(
     regions = sub.regions
     person = sub.customers[0]
     lang = person.language
-    zone = _zone(person.timezone or sub.number_timezone, rules.default_timezone)
+    zone = recipient_zone(person.timezone or sub.number_timezone, rules.default_timezone)
     mine = [o for o in outages if not regions.isdisjoint(o.regions)]
     ongoing = sorted((o for o in mine if o.status != "resolved"), key=lambda o: o.outage_id)
     if ongoing:
@@ -255,7 +257,7 @@ def handle_inbound(
         if subscriber is None or not subscriber.customers:
             reply = (MessageKind.REPLY, texts.unknown_number(language), "unknown_number")
         else:
-            text, facts = _status_text(texts, subscriber, outages, now, rules)
+            text, facts = status_text(texts, subscriber, outages, now, rules)
             reply = (MessageKind.REPLY, text, facts.pop("answer"))
             audit("status_answer", None, **facts)
     else:

@@ -24,7 +24,7 @@ from typing import Any
 from schemas import format_utc
 
 from .fanout import Subscriber
-from .replies import AreaOutage, OptOutState, ReplyRules, _status_text, _zone, blocks
+from .replies import AreaOutage, OptOutState, ReplyRules, blocks, recipient_zone, status_text
 from .reply_texts import ReplyTexts
 from .templates import format_eta
 
@@ -93,9 +93,9 @@ def answer_status(
             as_of=format_utc(now),
         )
     person = subscriber.customers[0]
-    zone = _zone(person.timezone or subscriber.number_timezone, rules.default_timezone)
+    zone = recipient_zone(person.timezone or subscriber.number_timezone, rules.default_timezone)
     current = list(outages)
-    text, facts = _status_text(texts, subscriber, current, now, rules)
+    text, facts = status_text(texts, subscriber, current, now, rules)
     answer = str(facts["answer"])
     named = [str(oid) for oid, _version in facts.get("outages", [])]
     eta_utc = facts.get("eta") or ""

@@ -12,6 +12,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -87,6 +88,32 @@ def client(fake: FakeProvider, http: httpx.AsyncClient, clock: Clock) -> Genesys
 
 
 # --- happy path ------------------------------------------------------------------------
+
+
+async def test_several_connection_pools_are_used_in_turn_with_one_token(
+    fake: FakeProvider,
+) -> None:
+    seen: list[int] = []
+
+    def hook(i: int) -> Any:
+        async def on_request(request: httpx.Request) -> None:
+            if request.url.path.endswith("agentless"):
+                seen.append(i)
+
+        return on_request
+
+    pools = [make_http_client(httpx.Timeout(5.0, connect=2.0)) for _ in range(3)]
+    for i, pool in enumerate(pools):
+        pool.event_hooks["request"] = [hook(i)]
+    try:
+        client = GenesysClient(pools, config_for(fake.url))
+        for _ in range(6):
+            assert isinstance(await client.send(message()), Accepted)
+    finally:
+        for pool in pools:
+            await pool.aclose()
+    assert sorted(seen) == [0, 0, 1, 1, 2, 2]
+    assert fake.token_requests == 1
 
 
 async def test_a_send_is_accepted_with_the_provider_message_id(

@@ -47,9 +47,9 @@ def test_ongoing_outage_in_my_region() -> None:
 
 
 def test_the_reply_text_is_the_status_bots() -> None:
-    from streams.replies import _status_text
+    from streams.replies import status_text
 
-    text, _ = _status_text(TEXTS, sub(), [outage()], NOW, RULES)
+    text, _ = status_text(TEXTS, sub(), [outage()], NOW, RULES)
     assert answer_status(None, sub(), None, [outage()], TEXTS, RULES, NOW).reply_text == text.body
 
 
