@@ -24,17 +24,29 @@ from pathlib import Path
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
 from outage_sms.brokers import start_broker, terminate
+from streams.genesys import GenesysClient, GenesysConfig, make_http_client
+from streams.provider import Accepted, OutboundMessage
 from topology.emitter import BatchEmitter
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 from topology.views import phone_partition
 
-from .fanout import bench_settings, worker_env
+from .fanout import bench_settings, preload, spawn, worker_env
 
 RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class LatencyResult:
+    broker: str
+    outages: int
+    customers: int
+    first_request: list[float]
+    """Seconds from producing the outage event to the fake's first request for it."""
 
 
 @dataclass
@@ -48,6 +60,8 @@ class DispatchResult:
     violations: int
     cpu_cores: list[float]
     seconds: float
+    ceiling: float
+    """Requests/s one process gets through GenesysClient to the same fake, no Kafka."""
 
     @property
     def share(self) -> float:
@@ -117,6 +131,7 @@ async def run(
     fake = subprocess.Popen(fake_args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert fake.stdout is not None  # noqa: S101
     url = fake.stdout.readline().decode().strip()
+    top = await _ceiling(url, _sender(0))
     env = {
         **worker_env(s),
         "OUTAGE_SMS_SENDERS": orjson.dumps(pool).decode(),
@@ -164,21 +179,159 @@ async def run(
     end = samples[-1]
     achieved = (end[1] - start[1]) / (end[0] - start[0])
     return DispatchResult(
-        kind, dispatchers, senders, rate, n, achieved, violations, used, end[0] - start[0]
+        kind, dispatchers, senders, rate, n, achieved, violations, used, end[0] - start[0], top
     )
+
+
+def _genesys(url: str, pools: list[httpx.AsyncClient]) -> GenesysClient:
+    config = GenesysConfig(
+        client_id="fake-client",
+        client_secret="fake-secret",  # noqa: S106 (the fake's test credential)
+        api_base_url=url,
+        login_base_url=url,
+    )
+    return GenesysClient(pools, config)
+
+
+async def _ceiling(url: str, sender: str, n: int = 3000, concurrency: int = 16) -> float:
+    """The HTTP path alone, as the dispatcher builds it (pools of 4, 16 in flight)."""
+    pools = [make_http_client(max_connections=4) for _ in range(concurrency // 4)]
+    try:
+        client = _genesys(url, pools)
+        msg = OutboundMessage("ceiling", sender, "+14155550100", "ceiling run")
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate:
+                assert isinstance(await client.send(msg), Accepted)  # noqa: S101
+
+        await asyncio.gather(*(one() for _ in range(100)))
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        rate = n / (time.perf_counter() - started)
+    finally:
+        for pool in pools:
+            await pool.aclose()
+    async with httpx.AsyncClient(base_url=url) as control:
+        await control.post("/fake/reset")  # the ceiling run broke the sender's rate
+    return rate
+
+
+def _outage_now(oid: str) -> bytes:
+    now = datetime.now(UTC)
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "outage_id": oid,
+            "version": 1,
+            "status": "detected",
+            "severity": "service",
+            "regions": ["R1"],
+            "summary": "Storm damage to lines; crews are on the way",
+            "eta": (now + timedelta(hours=3)).isoformat(),
+            "status_url": "https://status.citypower.example/o/1",
+            "occurred_at": now.isoformat(),
+        }
+    )
+
+
+async def _log_line(path: Path, text: str, proc: subprocess.Popen[bytes], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while text not in path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no {text!r} in {path}:\n{path.read_text()[-3000:]}")
+        await asyncio.sleep(0.05)
+
+
+async def latency(bootstrap: str, kind: str, outages: int, customers: int) -> LatencyResult:
+    """Outage event in, first provider request out: worker, dispatcher and fake running."""
+    tmp = tempfile.mkdtemp(prefix="bench-latency-")
+    s = bench_settings(bootstrap, kind, f"l{uuid.uuid4().hex[:8]}.", 8, "memory://", tmp)
+    await ensure_topics(s)
+    await preload(s, customers, lambda m: print(m, file=sys.stderr))
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "outage_sms.fake_provider", "--client-limit", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert fake.stdout is not None  # noqa: S101
+    url = fake.stdout.readline().decode().strip()
+    worker_log, dispatcher_log = Path(tmp) / "worker.log", Path(tmp) / "dispatcher.log"
+    worker = spawn("outage_sms", ["worker"], s, worker_log.open("wb"))
+    dispatcher = subprocess.Popen(
+        [sys.executable, "-m", "outage_sms", "dispatcher"],
+        env={
+            **worker_env(s),
+            "OUTAGE_SMS_GENESYS_CLIENT_ID": "fake-client",
+            "OUTAGE_SMS_GENESYS_CLIENT_SECRET": "fake-secret",
+            "OUTAGE_SMS_GENESYS_API_URL": url,
+            "OUTAGE_SMS_CLIENT_REQUESTS_PER_MINUTE": "1000000",
+        },
+        stdout=dispatcher_log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    firsts: list[float] = []
+    try:
+        await _log_line(worker_log, "Worker ready", worker, 120)
+        await _log_line(dispatcher_log, "dispatch partitions", dispatcher, 120)
+        topic = TopicRegistry(s)[Role.OUTAGE_EVENTS].name
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        try:
+            async with httpx.AsyncClient(base_url=url) as control:
+                for i in range(outages):
+                    before = (await control.get("/fake/stats")).json()["accepted"]
+                    oid = f"LAT{i}"
+                    started = time.monotonic()
+                    await producer.send_and_wait(topic, _outage_now(oid), key=oid.encode())
+                    deadline = started + 60
+                    while (await control.get("/fake/stats")).json()["accepted"] <= before:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"no request for {oid} in 60s")
+                        await asyncio.sleep(0.002)
+                    firsts.append(time.monotonic() - started)
+                    while (await control.get("/fake/stats")).json()[
+                        "accepted"
+                    ] < before + customers:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{oid} did not finish in 60s")
+                        await asyncio.sleep(0.05)
+        finally:
+            await producer.stop()
+    finally:
+        terminate(dispatcher, grace=30)
+        terminate(worker, grace=30)
+        terminate(fake, grace=5)
+    return LatencyResult(kind, outages, customers, firsts)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def render_latency(r: LatencyResult) -> list[str]:
+    ms = [v * 1000 for v in r.first_request]
+    return [
+        "| broker | outages | customers each | first request p50 | p99 | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| {r.broker} | {r.outages} | {r.customers} | {_pct(ms, 0.5):.0f} ms | "
+        f"{_pct(ms, 0.99):.0f} ms | {max(ms):.0f} ms |",
+    ]
 
 
 def render(results: list[DispatchResult]) -> list[str]:
     lines = [
         "| broker | dispatchers | configured | achieved | share | violations "
-        "| CPU per dispatcher |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU per dispatcher | HTTP ceiling | of ceiling |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
             f"| {r.broker} | {r.dispatchers} | {r.senders} x {r.rate:g}/s = "
             f"{r.senders * r.rate:,.0f}/s | {r.achieved:,.0f}/s | {r.share:.1%} | "
-            f"{r.violations} | {', '.join(f'{c:.2f} cores' for c in r.cpu_cores)} |"
+            f"{r.violations} | {', '.join(f'{c:.2f} cores' for c in r.cpu_cores)} | "
+            f"{r.ceiling:,.0f}/s | {r.achieved / r.ceiling:.0%} |"
         )
     return lines
 
@@ -188,19 +341,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--broker", choices=["tansu", "kafka"], default="tansu")
     p.add_argument("--dispatchers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--senders", type=int, default=20)
-    p.add_argument("--rate", type=float, default=100.0)
+    p.add_argument(
+        "--rates", type=float, nargs="+", default=[100.0, 20.0], help="per sender, each a run"
+    )
     p.add_argument("--seconds", type=float, default=20.0, help="backlog, in seconds of sending")
+    p.add_argument("--latency-outages", type=int, default=20, help="0 skips the latency run")
     p.add_argument("--out", type=Path, default=RESULTS / "dispatch.md")
     args = p.parse_args(argv)
     broker = start_broker(args.broker)
     results: list[DispatchResult] = []
+    lat: LatencyResult | None = None
     try:
-        for d in args.dispatchers:
-            r = asyncio.run(
-                run(broker.bootstrap, args.broker, d, args.senders, args.rate, args.seconds)
-            )
-            print("\n".join(render([r])[2:]), file=sys.stderr)
-            results.append(r)
+        for rate in args.rates:
+            for d in args.dispatchers:
+                r = asyncio.run(
+                    run(broker.bootstrap, args.broker, d, args.senders, rate, args.seconds)
+                )
+                print("\n".join(render([r])[2:]), file=sys.stderr)
+                results.append(r)
+        if args.latency_outages:
+            lat = asyncio.run(latency(broker.bootstrap, args.broker, args.latency_outages, 50))
     finally:
         broker.stop()
     text = "\n".join(
@@ -209,9 +369,15 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on this machine (2 cores: the "
             "fake provider, the broker and the dispatchers share them). Steady state: "
-            "between 10% and 90% of the backlog sent.",
+            "between 10% and 90% of the backlog sent. HTTP ceiling: one process sending "
+            "through the same GenesysClient to the same fake, without Kafka, in the same run.",
             "",
             *render(results),
+            "",
+            "Outage event to the first provider request (worker, dispatcher and fake running; "
+            "one short code at 100/s; each outage waits for the previous to finish):",
+            "",
+            *(render_latency(lat) if lat else ["(skipped)"]),
             "",
         ]
     )
