@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from schemas import AuditRecord, DeliveryOutcome
+from schemas import AuditRecord, DeliveryOutcome, SendCommand
 from streams.dispatch import (
     Attempts,
     Defer,
@@ -956,6 +956,11 @@ class Dispatcher:
             if time.monotonic() - last_report >= 10:
                 last_report = time.monotonic()
                 log.info("dispatch: %s", self.describe())
+
+    def queue_of(self, sender: str) -> list[SendCommand]:
+        """What waits on ``sender`` here, next first (operators' and tests' view)."""
+        q = self._queues.get(sender)
+        return [item.cmd for item in q.items()] if q is not None else []
 
     def queued(self) -> int:
         return sum(len(q) for q in self._queues.values())

@@ -24,7 +24,7 @@ from outage_sms.admin import ensure_topics
 from outage_sms.brokers import terminate
 from outage_sms.fake_provider import FakeConfig, FakeProvider
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
-from tests.kafka_helpers import TopicReader, produce, settings_env
+from tests.kafka_helpers import TopicReader, WorkerProcess, produce, settings_env
 from topology.dispatcher import Dispatcher
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -325,4 +325,89 @@ async def test_kill_9_mid_backlog_sends_nobody_two_texts(
     print(
         f"checked: killed after {before} texts; {dict(outcomes)}; {len(texts)} numbers "
         f"texted once each; {repeats} identical status repeats"
+    )
+
+
+async def test_a_stop_texted_while_the_alert_queues_stops_it_end_to_end(
+    rig: Rig, read: Reader, tmp_path: Path
+) -> None:
+    """Worker and dispatcher together: the customer last in a long code's queue texts
+    STOP; the replies agent records it, the dispatcher's view sees it, the queued alert
+    is suppressed, and the STOP confirmation (exempt from the opt-out) is the one text."""
+    pool = orjson.dumps([{"id": SLOW, "type": "long_code", "rate": 4, "countries": ["US"]}])
+    settings = rig.settings.model_copy(update={"senders": pool.decode()})
+    worker = WorkerProcess(
+        settings,
+        tmp_path / "worker.log",
+        env={"OUTAGE_SMS_LOG_LEVEL": "INFO", "OUTAGE_SMS_SENDERS": pool.decode()},
+    ).start()
+    try:
+        await worker.log_contains("Worker ready")
+        d = await rig.dispatcher(senders=pool.decode())
+        bs = settings.bootstrap_servers or ""
+        customers = [
+            (
+                f"C{i}".encode(),
+                orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "customer_id": f"C{i}",
+                        "phone": phone(i),
+                        "regions": ["R1"],
+                        "sms_consent": True,
+                        "language": "en",
+                        "timezone": "America/Los_Angeles",
+                    }
+                ),
+            )
+            for i in range(24)
+        ]
+        await produce(bs, rig.reg[Role.CUSTOMER_REGIONS].name, customers)
+        await read(Role.SUBSCRIBERS_CHANGELOG).until(
+            lambda r: len({k for k, _ in r.records}) == 24, what="24 subscribers"
+        )
+        now = datetime.now(UTC)
+        outage = {
+            "schema_version": 1,
+            "outage_id": "O1",
+            "version": 1,
+            "status": "detected",
+            "severity": "service",
+            "regions": ["R1"],
+            "summary": "Storm damage on Main St",
+            "eta": (now + timedelta(hours=3)).isoformat(),
+            "status_url": "https://status.example.com/o/1",
+            "occurred_at": now.isoformat(),
+        }
+        await produce(bs, rig.reg[Role.OUTAGE_EVENTS].name, [(b"O1", orjson.dumps(outage))])
+        deadline = time.monotonic() + 60
+        while not rig.fake.messages or len(d.queue_of(SLOW)) < 10:
+            assert time.monotonic() < deadline, d.describe()
+            await asyncio.sleep(0.02)
+        last = d.queue_of(SLOW)[-1]
+        stop = {
+            "schema_version": 1,
+            "message_id": "in-stop-1",
+            "from": last.to,
+            "to": SLOW,
+            "body": "STOP",
+            "received_at": datetime.now(UTC).isoformat(),
+        }
+        await produce(bs, rig.reg[Role.INBOUND].name, [(last.to.encode(), orjson.dumps(stop))])
+        status = read(Role.DELIVERY_STATUS)
+        await status.until(
+            lambda r: len(statuses(r)) == 25, timeout=90, what="24 alerts and 1 confirmation"
+        )
+    finally:
+        worker.stop_cleanly()
+    got = statuses(status)
+    alert = got[last.command_id][0]
+    assert (alert["outcome"], alert["reason"]) == ("suppressed", "opted_out")
+    to_last = [m.text for m in rig.fake.messages if m.to == last.to]
+    assert len(to_last) == 1 and "unsubscribed" in to_last[0], to_last
+    assert sent_to(rig.fake) == Counter({phone(i): 1 for i in range(24)})
+    delays = sorted(d.optouts.delays)
+    print(
+        f"checked: 23 alerts sent, the STOP-ed alert suppressed, 1 confirmation; "
+        f"opt-out reached the dispatcher {delays[-1] * 1000:.0f} ms after it was written"
     )
