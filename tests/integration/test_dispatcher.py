@@ -91,8 +91,8 @@ class Rig:
         self.reg = TopicRegistry(settings)
         self.dispatchers: list[Dispatcher] = []
 
-    async def dispatcher(self, **over: Any) -> Dispatcher:
-        http: httpx.AsyncClient = await self.stack.enter_async_context(make_http_client())
+    async def dispatcher(self, timeout: httpx.Timeout | None = None, **over: Any) -> Dispatcher:
+        http: httpx.AsyncClient = await self.stack.enter_async_context(make_http_client(timeout))
         config = GenesysConfig(
             client_id="fake-client",
             client_secret="fake-secret",  # noqa: S106 (the fake's test credential)
@@ -227,6 +227,36 @@ async def test_provider_faults_end_in_one_terminal_status_each(rig: Rig, read: R
     retried = sum(v[0]["attempts"] > 1 for v in got.values())
     assert retried >= 1
     print(f"checked: 20 statuses after 5x429, 4x5xx, 1x400; {retried} needed retries")
+
+
+async def test_quiet_hours_wait_expired_expire_and_a_timeout_is_not_retried(
+    rig: Rig, read: Reader
+) -> None:
+    now = datetime.now(UTC)
+    later = command(phone(1), FAST, not_before=(now + timedelta(seconds=2)).isoformat())
+    gone = command(phone(2), FAST, expires_at=(now - timedelta(seconds=1)).isoformat())
+    slow = command(phone(3), FAST)
+    rig.fake.faults.slow = 1
+    rig.fake.faults.slow_seconds = 3.0
+    await rig.commands([slow])
+    await rig.dispatcher(timeout=httpx.Timeout(1.0))
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: cid_of(slow) in statuses(r), what="the timed-out command")
+    await rig.commands([later, gone])
+    await status.until(lambda r: len(statuses(r)) == 3, what="3 terminal statuses")
+    got = {c: v[0] for c, v in statuses(status).items()}
+    # The request may have reached the provider: at most once, so no retry.
+    assert (got[cid_of(slow)]["outcome"], got[cid_of(slow)]["reason"]) == (
+        "failed",
+        "outcome_unknown",
+    )
+    assert got[cid_of(gone)]["outcome"] == "expired"
+    assert got[cid_of(later)]["outcome"] == "sent"
+    assert [m.to for m in rig.fake.messages if m.to == phone(1)] == [phone(1)]
+    sent_at = datetime.fromisoformat(got[cid_of(later)]["at"])
+    assert sent_at >= now + timedelta(seconds=2), "not before its not_before"
+    assert sum(1 for r in rig.fake.requests if r.to == phone(3)) == 1
+    print("checked: deferred until not_before, expired at its turn, a timeout not retried")
 
 
 async def test_a_restart_mid_backlog_sends_nothing_twice(rig: Rig, read: Reader) -> None:
