@@ -130,6 +130,37 @@ def cmd_dispatcher(args: argparse.Namespace) -> int:
     return run_dispatcher(_settings())
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, DemoError, run_demo
+
+    if not args.verbose:  # the demo's own lines are the output; libraries' INFO is noise
+        logging.getLogger().setLevel(logging.WARNING)
+    config = DemoConfig(
+        customers=args.customers,
+        rate=args.rate,
+        stage_timeout=args.stage_timeout,
+        json_path=args.json,
+        keep_logs=args.keep_logs,
+    )
+    try:
+        return run_demo(config)
+    except DemoError as exc:
+        print(f"error: demo failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import run_plan
+
+    return run_plan(_settings(), args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import run_report
+
+    return run_report(_settings(), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="outage-sms",
@@ -211,7 +242,63 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--dir", help="target directory (default: schemas/json in the package)")
     se.add_argument("--check", action="store_true", help="exit 1 if the files are out of date")
     se.set_defaults(func=cmd_schemas_export)
+    _add_operator_commands(sub)
     return p
+
+
+def _add_operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``demo``, ``plan`` and ``report``: seeing the system work, sizing, accounting."""
+    de = sub.add_parser(
+        "demo",
+        help="run the whole system on sample data, with live progress and a summary",
+        description="Start an embedded Tansu broker, the worker, the fake Genesys provider "
+        "and the dispatcher; load sample customers; publish an outage (detected, updated, "
+        "resolved) while customers text STOP and STATUS; print live progress, a summary of "
+        "what was sent and suppressed and why, and texts as customers saw them. Needs only "
+        "Python; exits 0 when every check holds. Quiet hours are switched off for the demo.",
+    )
+    de.add_argument("--customers", type=int, default=300, help="sample customers (default 300)")
+    de.add_argument(
+        "--rate", type=float, default=200.0, help="the short code's rate, msg/s (default 200)"
+    )
+    de.add_argument(
+        "--stage-timeout",
+        type=float,
+        default=60.0,
+        help="fail when a stage takes longer than this many seconds (default 60)",
+    )
+    de.add_argument("--json", type=Path, help="also write the summary as JSON to this file")
+    de.add_argument(
+        "--keep-logs", action="store_true", help="keep the worker's log in the temporary directory"
+    )
+    de.set_defaults(func=cmd_demo)
+
+    from .plan import add_arguments as plan_arguments
+    from .report import add_arguments as report_arguments
+
+    pl = sub.add_parser(
+        "plan",
+        help="how long notifying a region takes with the sender pool, and what more senders buy",
+        description="Project how long texting N recipients (--recipients) or a region's "
+        "consenting customers (--region, counted from customer.regions on the configured "
+        "broker) takes with the sender pool (OUTAGE_SMS_SENDERS or --senders), per sender "
+        "and sender type, and what adding senders would change. Each number sticks to one "
+        "sender, so recipients split evenly across the senders of their country: the "
+        "slowest sender sets the pace.",
+    )
+    plan_arguments(pl)
+    pl.set_defaults(func=cmd_plan)
+
+    rp = sub.add_parser(
+        "report",
+        help="the funnel and timeline of one outage, from sms.audit and sms.delivery-status",
+        description="Read sms.audit and sms.delivery-status on the configured broker and "
+        "print one outage's funnel (targeted, suppressed by reason, sent, delivered, "
+        "failed, pending) per version and its timeline. Reads without a consumer group; "
+        "changes nothing.",
+    )
+    report_arguments(rp)
+    rp.set_defaults(func=cmd_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
