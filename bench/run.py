@@ -18,6 +18,9 @@ from pathlib import Path
 from outage_sms.brokers import running_broker
 
 from .ceilings import Measurement, consumer_getmany, make_records, producer_batch, producer_send
+from .dispatch import DispatchResult, LatencyResult, latency, render_latency
+from .dispatch import render as render_dispatch
+from .dispatch import run as dispatch_run
 from .fanout import FanoutResult, fanout_bench, summarize
 from .replies import RepliesResult, render_replies, replies_bench
 
@@ -78,6 +81,8 @@ def render(
     n: int,
     fanouts: list[FanoutResult] | None = None,
     replies: list[RepliesResult] | None = None,
+    dispatches: list[DispatchResult] | None = None,
+    latencies: list[LatencyResult] | None = None,
 ) -> str:
     lines = [
         "# Benchmark results",
@@ -98,6 +103,24 @@ def render(
             lines.append(f"| {broker} | {m.name} | {m.rate:,.0f} | {m.rate / top:.0%} |")
     lines += render_fanout(fanouts or [])
     lines += render_replies(replies or [])
+    if dispatches:
+        lines += [
+            "",
+            "## Dispatcher (issue 5): achieved vs configured rate, fake Genesys on loopback",
+            "",
+            "Steady state between 10% and 90% of a backlog; the HTTP ceiling is one process "
+            "sending through the same GenesysClient to the same fake, without Kafka, in the "
+            "same run. Target: >= 95% of the configured rate, zero violations.",
+            "",
+            *render_dispatch(dispatches),
+        ]
+    for lat in latencies or []:
+        lines += [
+            "",
+            f"Outage event to the first provider request ({lat.broker}; target p99 < 1 s):",
+            "",
+            *render_latency(lat),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -118,12 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         default=20_000,
         help="inbound texts in the replies benchmark (0 skips it)",
     )
+    p.add_argument(
+        "--dispatch-seconds",
+        type=float,
+        default=15.0,
+        help="backlog of the dispatcher benchmark, in seconds of sending (0 skips it)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.md")
     args = p.parse_args(argv)
     kinds = ["tansu", "kafka"] if args.broker == "both" else [args.broker]
     results: dict[str, list[Measurement]] = {}
     fanouts: list[FanoutResult] = []
     replies: list[RepliesResult] = []
+    dispatches: list[DispatchResult] = []
+    latencies: list[LatencyResult] = []
     for kind in kinds:
         progress(f"{kind}: starting broker")
         with running_broker(kind, progress=progress) as broker:  # type: ignore[arg-type]
@@ -151,7 +182,20 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 )
-    text = render(results, args.records, fanouts, replies)
+            if args.dispatch_seconds:
+                progress(f"{kind}: dispatcher benchmark")
+                for rate, counts in ((100.0, (1, 2)), (20.0, (1,))):
+                    for d in counts:
+                        dispatches.append(
+                            asyncio.run(
+                                dispatch_run(
+                                    broker.bootstrap, kind, d, 20, rate, args.dispatch_seconds
+                                )
+                            )
+                        )
+                progress(f"{kind}: outage to first provider request")
+                latencies.append(asyncio.run(latency(broker.bootstrap, kind, 20, 50)))
+    text = render(results, args.records, fanouts, replies, dispatches, latencies)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
