@@ -121,3 +121,16 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     assert "every process it started was stopped" in rest
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("command", ["demo", "plan", "report"])
+def test_the_operator_commands_have_help(command: str) -> None:
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "outage_sms", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert f"usage: outage-sms {command}" in done.stdout
