@@ -161,6 +161,66 @@ def cmd_report(args: argparse.Namespace) -> int:
     return run_report(_settings(), args)
 
 
+def cmd_audit_replay(args: argparse.Namespace) -> int:
+    from streams.replay import parse_time
+
+    from .admin import ConfigurationError
+    from .replay import OffsetRange, ReplayRequest, replay_main
+
+    try:
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+    except ValueError as exc:
+        raise ConfigurationError(f"--from/--to: {exc}") from None
+    if (start or end) and args.offsets:
+        raise ConfigurationError("give either --from/--to or --offsets, not both")
+    request = ReplayRequest(
+        start=start,
+        end=end,
+        offsets=tuple(OffsetRange.parse(o) for o in args.offsets or ()),
+        outage_id=args.outage,
+        examples=args.examples,
+    )
+    return replay_main(_settings(), request, args.json, args.csv)
+
+
+def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    a = sub.add_parser(
+        "audit",
+        help="check sms.audit against the input topics",
+        description="Auditing tools; they read topics and never write to them.",
+    )
+    asub = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ar = asub.add_parser(
+        "replay",
+        help="re-derive every decision from the input topics and compare with sms.audit",
+        description="Re-read customer.regions, outage.events and sms.inbound (no consumer "
+        "group, nothing committed, nothing sent or written), re-derive every decision with "
+        "the worker's own rules (the same OUTAGE_SMS_* settings) and compare with sms.audit "
+        "by audit_id. Exit 0: reproduced; 1: any divergence; 2: configuration error.",
+    )
+    ar.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="first record timestamp in scope, ISO-8601 with zone (Apache Kafka only)",
+    )
+    ar.add_argument(
+        "--to", dest="end", metavar="TIME", help="end of the scope (exclusive), ISO-8601 with zone"
+    )
+    ar.add_argument(
+        "--offsets",
+        action="append",
+        metavar="TOPIC:PARTITION:START-END",
+        help="an offset range in scope (END exclusive, optional); repeatable",
+    )
+    ar.add_argument("--outage", metavar="ID", help="only the decisions about this outage")
+    ar.add_argument("--json", type=Path, metavar="PATH", help="write the full report as JSON")
+    ar.add_argument("--csv", type=Path, metavar="PATH", help="write one row per difference")
+    ar.add_argument("--examples", type=int, default=10, help="examples printed per kind")
+    ar.set_defaults(func=cmd_audit_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="outage-sms",
@@ -242,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--dir", help="target directory (default: schemas/json in the package)")
     se.add_argument("--check", action="store_true", help="exit 1 if the files are out of date")
     se.set_defaults(func=cmd_schemas_export)
+    _add_audit(sub)
     _add_operator_commands(sub)
     return p
 
