@@ -28,6 +28,12 @@ COMMANDS = [
     ["topics", "list"],
     ["schemas"],
     ["schemas", "export"],
+    ["dispatcher"],
+    ["audit"],
+    ["audit", "replay"],
+    ["demo"],
+    ["plan"],
+    ["report"],
 ]
 
 
