@@ -186,11 +186,18 @@ class OutageMemory:
     ) -> None:
         """Fold one persisted chunk in; chunks may come in any order (highest version wins)."""
         phones = self.told.setdefault(outage_id, {})
+        # One shared (frozen) Told per kind: a million-recipient chunk list would otherwise
+        # build a million equal objects (a fifth of the fan-out's time, by profile).
+        shared: dict[str, Told] = {}
+        introduced = self.introduced
         for phone, kind in entries:
-            self.introduced.add(phone)
+            introduced.add(phone)
             prior = phones.get(phone)
             if prior is None or prior.version < version:
-                phones[phone] = Told(version, status, eta, MessageKind(kind))
+                told = shared.get(kind)
+                if told is None:
+                    told = shared[kind] = Told(version, status, eta, MessageKind(kind))
+                phones[phone] = told
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -401,11 +402,22 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         memory = views.memory_for(partition)
         summary = FanoutSummary()
         unsaved: list[tuple[str, list[tuple[str, str]]]] = []
+        # (acknowledgement, chunks it covers): planning goes on while the broker acks.
+        acking: deque[tuple[asyncio.Future[Any], list[tuple[str, list[tuple[str, str]]]]]]
+        acking = deque()
 
-        async def save() -> None:
+        async def checkpoint(wait: bool) -> None:
+            """Hand what is planned to the broker; remember chunks once acknowledged."""
+            acking.append((await emitter.send_open(), list(unsaved)))
+            unsaved.clear()
+            while acking and (wait or acking[0][0].done() or len(acking) > 2):
+                acked, chunks = acking.popleft()
+                await acked
+                remember(chunks)
+
+        def remember(chunks: list[tuple[str, list[tuple[str, str]]]]) -> None:
             # Only what the broker has acknowledged counts as told.
-            await emitter.flush()
-            for first, told in unsaved:
+            for first, told in chunks:
                 planner.remember(memory, outage, told)
                 key = memory_key(outage.outage_id, partition, outage.version, first)
                 fanout_memory[key] = {
@@ -416,7 +428,6 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                     "e": format_utc(outage.eta) if outage.eta else None,
                     "sent": told,
                 }
-            unsaved.clear()
 
         for chunk in planner.plan(
             outage,
@@ -433,8 +444,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             if chunk.told:
                 unsaved.append((chunk.told[0][0], chunk.told))
             if len(unsaved) >= 50:
-                await save()
-        await save()
+                await checkpoint(wait=False)
+        await checkpoint(wait=True)
 
         # This partition has about 1/partitions of the recipients and, under a uniform hash,
         # the same share of each sender's rate: its projection is the whole fan-out's.

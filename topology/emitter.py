@@ -82,12 +82,18 @@ class BatchEmitter:
         batch.close()
         self._inflight.append(await self._producer.send_batch(batch, topic, partition=partition))
 
-    async def flush(self) -> None:
-        """Send what is open and wait until the broker acknowledged everything so far."""
+    async def send_open(self) -> asyncio.Future[Any]:
+        """Send what is open; the result completes when everything so far is acknowledged.
+
+        For callers that keep producing meanwhile (the fan-out plans the next chunks while
+        the broker acknowledges the last ones)."""
         for (topic, partition), batch in list(self._open.items()):
             if batch.record_count():
                 await self._send(batch, topic, partition)
         self._open.clear()
         inflight, self._inflight = self._inflight, []
-        if inflight:
-            await asyncio.gather(*inflight)
+        return asyncio.gather(*inflight)
+
+    async def flush(self) -> None:
+        """Send what is open and wait until the broker acknowledged everything so far."""
+        await (await self.send_open())
