@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
 
 from streams.errors import ConfigurationError
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
@@ -53,6 +56,10 @@ async def _run(settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await dispatcher.start()
+        if settings.dispatch_metrics_port:
+            await stack.enter_async_context(
+                _serve_metrics(dispatcher, settings.dispatch_metrics_port)
+            )
         print("dispatcher ready", flush=True)
         stopped = asyncio.ensure_future(dispatcher.wait_stopped())
         asked = asyncio.ensure_future(stop.wait())
@@ -73,6 +80,29 @@ async def _run(settings: Settings) -> int:
             code = code or 1
         log.info("dispatcher stopped: %s", dispatcher.describe())
         return code
+
+
+@contextlib.asynccontextmanager
+async def _serve_metrics(dispatcher: Dispatcher, port: int) -> AsyncIterator[None]:
+    """``/metrics`` for Prometheus and ``/health`` (200 while the dispatcher runs)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=dispatcher.metrics(), content_type="text/plain")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "owned_partitions": sorted(dispatcher.owned)})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 (scraped from outside)
+    log.info("dispatcher metrics on :%d/metrics", port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def run_dispatcher(settings: Settings) -> int:

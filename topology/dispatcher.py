@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -293,6 +293,8 @@ class Dispatcher:
         self.counts: Counter[str] = Counter()
         """outcome[:reason] -> commands; plus ``requests``, ``duplicates``, ``routed``."""
         self.first_request_at: float | None = None
+        self.rate_waits: defaultdict[str, float] = defaultdict(float)
+        """sender -> seconds its queue head waited for the rate (the throughput wall)."""
 
     # ---- life cycle -----------------------------------------------------------------
 
@@ -728,7 +730,9 @@ class Dispatcher:
             return False
         if at > now:
             # Then decide again: a STOP may arrive meanwhile.
-            return min(at - now, 1.0)
+            wait = min(at - now, 1.0)
+            self.rate_waits[sender] += wait
+            return wait
         self.limiter.take(sender, units, now)
         q.pop(item)
         self._inflight.add(cmd.command_id)
@@ -957,6 +961,11 @@ class Dispatcher:
                 last_report = time.monotonic()
                 log.info("dispatch: %s", self.describe())
 
+    @property
+    def owned(self) -> set[int]:
+        """Dispatch partitions this process owns now."""
+        return set(self._owned)
+
     def queue_of(self, sender: str) -> list[SendCommand]:
         """What waits on ``sender`` here, next first (operators' and tests' view)."""
         q = self._queues.get(sender)
@@ -964,6 +973,50 @@ class Dispatcher:
 
     def queued(self) -> int:
         return sum(len(q) for q in self._queues.values())
+
+    def metrics(self) -> str:
+        """Prometheus text format: outcomes, queue depth and projected drain per sender,
+        rate-limit waits, and how far behind the opt-out view runs."""
+        lines = [
+            "# HELP outage_sms_dispatch_commands_total Commands by terminal outcome and reason.",
+            "# TYPE outage_sms_dispatch_commands_total counter",
+        ]
+        for label, n in sorted(self.counts.items()):
+            outcome, _, reason = label.partition(":")
+            if outcome in {o.value for o in DeliveryOutcome}:
+                lines.append(
+                    f'outage_sms_dispatch_commands_total{{outcome="{outcome}",'
+                    f'reason="{reason}"}} {n}'
+                )
+        lines += [
+            "# TYPE outage_sms_dispatch_requests_total counter",
+            f"outage_sms_dispatch_requests_total {self.counts['requests']}",
+            "# TYPE outage_sms_dispatch_duplicates_total counter",
+            f"outage_sms_dispatch_duplicates_total {self.counts['duplicates']}",
+            "# HELP outage_sms_dispatch_queue_depth Commands waiting per sender.",
+            "# TYPE outage_sms_dispatch_queue_depth gauge",
+            "# HELP outage_sms_dispatch_drain_seconds Queue depth over the sender's rate.",
+            "# TYPE outage_sms_dispatch_drain_seconds gauge",
+            "# TYPE outage_sms_dispatch_rate_wait_seconds_total counter",
+        ]
+        for sender, q in sorted(self._queues.items()):
+            limit = self.limiter.limits.get(sender)
+            drain = len(q) / limit.rate if limit else float("inf")
+            lines += [
+                f'outage_sms_dispatch_queue_depth{{sender="{sender}"}} {len(q)}',
+                f'outage_sms_dispatch_drain_seconds{{sender="{sender}"}} {drain:.1f}',
+                f'outage_sms_dispatch_rate_wait_seconds_total{{sender="{sender}"}} '
+                f"{self.rate_waits[sender]:.3f}",
+            ]
+        lag = self.optouts.delays[-1] if self.optouts.delays else 0.0
+        lines += [
+            "# HELP outage_sms_optout_view_delay_seconds Last opt-out: written to applied here.",
+            "# TYPE outage_sms_optout_view_delay_seconds gauge",
+            f"outage_sms_optout_view_delay_seconds {lag:.3f}",
+            "# TYPE outage_sms_dispatch_in_flight gauge",
+            f"outage_sms_dispatch_in_flight {len(self._inflight)}",
+        ]
+        return "\n".join(lines) + "\n"
 
     def describe(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))

@@ -203,6 +203,11 @@ class Settings(BaseSettings):
         ge=100,
         description="Commands held in memory per dispatch partition before reading pauses.",
     )
+    dispatch_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        description="Serve /metrics (Prometheus) and /health on this port; 0: off.",
+    )
     sender_rate_share: float = Field(
         default=0.97,
         gt=0,

@@ -24,7 +24,7 @@ from outage_sms.admin import ensure_topics
 from outage_sms.brokers import terminate
 from outage_sms.fake_provider import FakeConfig, FakeProvider
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
-from tests.kafka_helpers import TopicReader, WorkerProcess, produce, settings_env
+from tests.kafka_helpers import TopicReader, WorkerProcess, free_port, produce, settings_env
 from topology.dispatcher import Dispatcher
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -160,6 +160,10 @@ async def test_each_command_is_sent_once_at_its_senders_rate(rig: Rig, read: Rea
     assert sent_to(rig.fake) == Counter({phone(i): 1 for i in [*range(40), *range(100, 108)]})
     assert rig.fake.stats()["violation_total"] == 0
     assert d.counts["duplicates"] == 1
+    metrics = d.metrics()
+    assert 'outage_sms_dispatch_commands_total{outcome="sent",reason=""} 48' in metrics
+    assert "outage_sms_dispatch_duplicates_total 1" in metrics
+    assert f'outage_sms_dispatch_queue_depth{{sender="{SLOW}"}} 0' in metrics
     # The slow sender did not hold the fast one back: all 40 fast texts went before the
     # last slow one (8 at 4/s take about 2 s; 40 at 50/s under 1 s).
     order = [m.from_ for m in rig.fake.messages]
@@ -307,6 +311,7 @@ async def test_kill_9_mid_backlog_sends_nobody_two_texts(
         "OUTAGE_SMS_GENESYS_CLIENT_ID": "fake-client",
         "OUTAGE_SMS_GENESYS_CLIENT_SECRET": "fake-secret",
         "OUTAGE_SMS_GENESYS_API_URL": rig.fake.url,
+        "OUTAGE_SMS_DISPATCH_METRICS_PORT": str(port := free_port()),
     }
     log = tmp_path / "dispatcher.log"
 
@@ -329,6 +334,11 @@ async def test_kill_9_mid_backlog_sends_nobody_two_texts(
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as ops:
+            health = (await ops.get("/health")).json()
+            metrics = (await ops.get("/metrics")).text
+        assert health["status"] == "ok" and health["owned_partitions"] == [0, 1, 2, 3]
+        assert f'outage_sms_dispatch_queue_depth{{sender="{SLOW}"}}' in metrics
         proc.kill()
         proc.wait(timeout=10)
         before = len(rig.fake.messages)
