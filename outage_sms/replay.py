@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,6 @@ from aiokafka.errors import KafkaConnectionError
 
 from streams.content import ContentPolicy
 from streams.errors import ConfigurationError
-from streams.fanout import FanoutPlanner, FanoutRules
-from streams.keywords import KeywordConfig
-from streams.loops import LoopRules
 from streams.replay import (
     SOURCE_RANK,
     Comparison,
@@ -49,9 +46,7 @@ from streams.replay import (
     parse_time,
     summarise_checks,
 )
-from streams.replies import ReplyRules
-from streams.senders import parse_pool
-from streams.templates import Templates
+from topology.rules import fanout_planner, reply_rules
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 from topology.views import phone_partition
@@ -68,55 +63,15 @@ INPUTS: dict[Role, Source] = {
 
 
 def build_config(s: Settings) -> ReplayConfig:
-    """The rules as ``topology.app.create_app`` builds them from the same settings.
-
-    A copy: ``create_app`` builds them inline. Both should call one factory.
-    """
-    quiet_start, quiet_end = s.quiet_window()
-    planner = FanoutPlanner(
-        parse_pool(s.senders),
-        Templates(s.program_name),
-        FanoutRules(
-            quiet_start=quiet_start,
-            quiet_end=quiet_end,
-            defer_service_alerts=s.quiet_hours_alerts == "defer",
-            eta_change=timedelta(minutes=s.eta_change_minutes),
-            command_ttl=timedelta(hours=s.command_ttl_hours),
-            default_timezone=s.default_timezone,
-        ),
-    )
-    reply_rules = ReplyRules(
-        program_wide_optout=s.optout_scope == "program",
-        restored_for=timedelta(hours=s.status_restored_hours),
-        reply_ttl=timedelta(minutes=s.reply_ttl_minutes),
-        menu_every=timedelta(hours=s.menu_every_hours),
-        default_timezone=s.default_timezone,
-        keywords=KeywordConfig.from_lists(
-            opt_out=s.keywords_opt_out,
-            opt_out_all=s.keywords_opt_out_all,
-            opt_in=s.keywords_opt_in,
-            help=s.keywords_help,
-            status=s.keywords_status,
-            revocation_phrases=s.revocation_phrases,
-        ),
-        loop=LoopRules(
-            max_inbound=s.loop_max_inbound,
-            window=timedelta(seconds=s.loop_window_seconds),
-            max_repeats=s.loop_max_repeats,
-            repeat_window=timedelta(seconds=s.loop_repeat_window_seconds),
-            cooldown=timedelta(minutes=s.loop_cooldown_minutes),
-            max_replies=s.reply_max_per_hour,
-            reply_window=timedelta(hours=1),
-        ),
-    )
+    """The rules ``topology.app.create_app`` uses, from the same factories."""
     partitions = s.partitions
     return ReplayConfig(
         partitions=partitions,
         partition_of=lambda phone: phone_partition(phone.encode(), partitions),
-        planner=planner,
+        planner=fanout_planner(s),
         content=ContentPolicy(s.forbidden_words, s.url_shorteners),
         reply_texts=MemoReplyTexts(s.program_name, s.support_contact),
-        reply_rules=reply_rules,
+        reply_rules=reply_rules(s),
         max_record_bytes=s.max_record_bytes,
         fanout_warn_hours=s.fanout_warn_hours,
     )

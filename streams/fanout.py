@@ -29,7 +29,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from schemas import MessageKind, OutageEvent, OutageSeverity, OutageStatus, format_utc
+from schemas import (
+    AuditRecord,
+    MessageKind,
+    OutageEvent,
+    OutageSeverity,
+    OutageStatus,
+    format_utc,
+)
 
 from .senders import Projection, SenderPool
 from .templates import Rendered, Templates, format_eta
@@ -49,6 +56,7 @@ __all__ = [
     "command_id",
     "outage_phase",
     "subscriber_from_state",
+    "summary_record",
 ]
 
 
@@ -253,6 +261,38 @@ class FanoutSummary:
     work: Counter[str] = field(default_factory=Counter)
     """Sender id -> messages (or segments) queued."""
     projection: Projection | None = None
+
+
+def summary_record(
+    outage: OutageEvent,
+    partition: int,
+    summary: FanoutSummary,
+    pool: SenderPool,
+    partitions: int,
+    warn_hours: float,
+) -> tuple[AuditRecord, Projection | None]:
+    """The ``fanout_summary`` audit record of one partition's fan-out, and its projection.
+
+    The partition has about 1/partitions of the recipients and, under a uniform hash, the
+    same share of each sender's rate: its projection is the whole fan-out's.
+    """
+    projection = pool.project(summary.work, share=1 / partitions)
+    seconds = projection.seconds if projection else 0.0
+    record = AuditRecord(
+        audit_id=f"{outage.outage_id}:{outage.version}:p{partition}:summary",
+        decision="fanout_summary",
+        outage_id=outage.outage_id,
+        outage_version=outage.version,
+        facts={
+            "partition": partition,
+            "counts": dict(sorted(summary.counts.items())),
+            "queued_by_sender": dict(sorted(summary.work.items())),
+            "projected_completion_seconds": round(seconds, 1),
+            "exceeds_limit": seconds > warn_hours * 3600,
+        },
+        at=outage.occurred_at,
+    )
+    return record, projection
 
 
 class FanoutPlanner:

@@ -57,6 +57,7 @@ from .fanout import (
     PartitionIndex,
     subscriber_from_state,
 )
+from .fanout import summary_record as fanout_summary_record
 from .intake import Accepted, Rejected, Tombstone, decode_customer, decode_inbound, decode_outage
 from .replies import AreaOutage, ReplyRules, area_outage_from_state, handle_inbound
 from .reply_texts import ReplyText, ReplyTexts
@@ -136,23 +137,16 @@ def optout_from_state(state: Any) -> OptOut | None:
 def summary_record(
     outage: OutageEvent, partition: int, summary: FanoutSummary, config: ReplayConfig
 ) -> AuditRecord:
-    """The ``fanout_summary`` audit record, as ``topology.app.run_fanout`` builds it."""
-    projection = config.planner.pool.project(summary.work, share=1 / config.partitions)
-    seconds = projection.seconds if projection else 0.0
-    return AuditRecord(
-        audit_id=f"{outage.outage_id}:{outage.version}:p{partition}:summary",
-        decision="fanout_summary",
-        outage_id=outage.outage_id,
-        outage_version=outage.version,
-        facts={
-            "partition": partition,
-            "counts": dict(sorted(summary.counts.items())),
-            "queued_by_sender": dict(sorted(summary.work.items())),
-            "projected_completion_seconds": round(seconds, 1),
-            "exceeds_limit": seconds > config.fanout_warn_hours * 3600,
-        },
-        at=outage.occurred_at,
+    """The ``fanout_summary`` audit record, from the function the fan-out agent uses."""
+    record, _ = fanout_summary_record(
+        outage,
+        partition,
+        summary,
+        config.planner.pool,
+        config.partitions,
+        config.fanout_warn_hours,
     )
+    return record
 
 
 class MemoReplyTexts(ReplyTexts):
