@@ -13,21 +13,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
 
-from schemas import AuditRecord, DeadLetter, OutageEvent, RejectReason, format_utc
+from schemas import DeadLetter, OutageEvent, RejectReason, format_utc
 from streams.content import ContentPolicy
 from streams.customers import apply_subscriber_change, decode_phone_change, rekey_customer
 from streams.fanout import (
-    FanoutPlanner,
-    FanoutRules,
     FanoutSummary,
     outage_phase,
     subscriber_from_state,
+    summary_record,
 )
 from streams.intake import (
     Rejected,
@@ -37,17 +36,14 @@ from streams.intake import (
     decode_inbound,
     decode_outage,
 )
-from streams.keywords import KeywordConfig
-from streams.loops import LoopRules
 from streams.masking import mask_phone
-from streams.replies import ReplyRules, area_outage_from_state, handle_inbound
+from streams.replies import area_outage_from_state, handle_inbound
 from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
-from streams.senders import parse_pool
-from streams.templates import Templates
 
 from .emitter import BatchEmitter
 from .guard import RetriesExhausted, process_guarded
+from .rules import fanout_planner, reply_rules
 from .settings import Settings
 from .topics import Role, TopicRegistry
 from .views import AreaViews, LocalViews, area_key, memory_key, phone_partition
@@ -164,20 +160,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # receipts to commands, fed from sms.delivery-status (keyed by recipient phone).
     table("receipt_links", key_type=str, default=None)
 
-    pool = parse_pool(s.senders)
-    quiet_start, quiet_end = s.quiet_window()
-    planner = FanoutPlanner(
-        pool,
-        Templates(s.program_name),
-        FanoutRules(
-            quiet_start=quiet_start,
-            quiet_end=quiet_end,
-            defer_service_alerts=s.quiet_hours_alerts == "defer",
-            eta_change=timedelta(minutes=s.eta_change_minutes),
-            command_ttl=timedelta(hours=s.command_ttl_hours),
-            default_timezone=s.default_timezone,
-        ),
-    )
+    planner = fanout_planner(s)
+    pool = planner.pool
     content = ContentPolicy(s.forbidden_words, s.url_shorteners)
     emitter = BatchEmitter(s.bootstrap_servers)
     views = LocalViews()
@@ -186,30 +170,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     built.views = views
     built.areas = areas
     reply_texts = ReplyTexts(s.program_name, s.support_contact)
-    reply_rules = ReplyRules(
-        program_wide_optout=s.optout_scope == "program",
-        restored_for=timedelta(hours=s.status_restored_hours),
-        reply_ttl=timedelta(minutes=s.reply_ttl_minutes),
-        menu_every=timedelta(hours=s.menu_every_hours),
-        default_timezone=s.default_timezone,
-        keywords=KeywordConfig.from_lists(
-            opt_out=s.keywords_opt_out,
-            opt_out_all=s.keywords_opt_out_all,
-            opt_in=s.keywords_opt_in,
-            help=s.keywords_help,
-            status=s.keywords_status,
-            revocation_phrases=s.revocation_phrases,
-        ),
-        loop=LoopRules(
-            max_inbound=s.loop_max_inbound,
-            window=timedelta(seconds=s.loop_window_seconds),
-            max_repeats=s.loop_max_repeats,
-            repeat_window=timedelta(seconds=s.loop_repeat_window_seconds),
-            cooldown=timedelta(minutes=s.loop_cooldown_minutes),
-            max_replies=s.reply_max_per_hour,
-            reply_window=timedelta(hours=1),
-        ),
-    )
+    rules = reply_rules(s)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
     async def _forget_views(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -447,25 +408,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 await checkpoint(wait=False)
         await checkpoint(wait=True)
 
-        # This partition has about 1/partitions of the recipients and, under a uniform hash,
-        # the same share of each sender's rate: its projection is the whole fan-out's.
-        projection = pool.project(summary.work, share=1 / s.partitions)
-        seconds = projection.seconds if projection else 0.0
-        late = seconds > s.fanout_warn_hours * 3600
-        record = AuditRecord(
-            audit_id=f"{outage.outage_id}:{outage.version}:p{partition}:summary",
-            decision="fanout_summary",
-            outage_id=outage.outage_id,
-            outage_version=outage.version,
-            facts={
-                "partition": partition,
-                "counts": dict(sorted(summary.counts.items())),
-                "queued_by_sender": dict(sorted(summary.work.items())),
-                "projected_completion_seconds": round(seconds, 1),
-                "exceeds_limit": late,
-            },
-            at=outage.occurred_at,
+        record, projection = summary_record(
+            outage, partition, summary, pool, s.partitions, s.fanout_warn_hours
         )
+        late = bool(record.facts["exceeds_limit"])
         await emitter.add(audit_name, partition, [(outage.outage_id.encode(), record.to_bytes())])
         await emitter.flush()
         targeted = sum(n for k, n in summary.counts.items() if k.startswith("targeted:"))
@@ -522,7 +468,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             subscriber_from_state(phone, state) if state else None,
             areas.outages_for(partition),
             reply_texts,
-            reply_rules,
+            rules,
         )
         if out.optout_changed:
             optouts[phone] = out.optout
@@ -550,5 +496,5 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     async def inbound_rekeyed(stream: faust.StreamT[bytes]) -> None:
         await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
-    register_web(built, reply_texts, reply_rules)
+    register_web(built, reply_texts, rules)
     return built
