@@ -269,3 +269,89 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def preload_partitions(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[int, bytes, bytes]],
+    *,
+    one_per_batch: bool = False,
+) -> int:
+    """Write ``(partition, key, value)`` records straight to ``topic`` in big batches (a
+    table's changelog, say, to give a worker state to recover). Returns how many.
+
+    ``one_per_batch`` for Tansu: its end offsets are only right for one record per batch,
+    and Faust's recovery trusts them (the worker writes its own changelogs that way there).
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    n = 0
+    try:
+        batches: dict[int, Any] = {}
+        pending: list[Any] = []
+        for partition, key, value in records:
+            batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
+            full = one_per_batch and batch.record_count()
+            if full or batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+            n += 1
+        for partition, batch in batches.items():
+            batch.close()
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return n
+
+
+@dataclass
+class SteadyProducer:
+    """Produces ``make(i)`` records to ``topic`` at about ``rate`` a second, each awaited,
+    from ``start()`` to ``stop()``: input that keeps arriving whatever a worker is doing.
+    ``sent_at`` holds the monotonic time each record was acknowledged."""
+
+    bootstrap: str
+    topic: str
+    make: Callable[[int], Record]
+    rate: float = 200.0
+    sent: list[Record] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    def start(self) -> SteadyProducer:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)
+        await producer.start()
+        try:
+            started = time.monotonic()
+            while not self._stopping:
+                record = self.make(len(self.sent))
+                await producer.send_and_wait(self.topic, record[1], key=record[0])
+                self.sent.append(record)
+                self.sent_at.append(time.monotonic())
+                ahead = started + len(self.sent) / self.rate - time.monotonic()
+                await asyncio.sleep(max(ahead, 0))
+        finally:
+            await producer.stop()
+
+    async def stop(self) -> list[Record]:
+        """Stop producing (re-raising what failed it); the records sent. Idempotent."""
+        self._stopping = True
+        if self._task is not None:
+            await self._task
+        return self.sent
+
+    def done(self) -> bool:
+        """Whether it stopped (asked to, or failed)."""
+        return self._task is not None and self._task.done()
+
+    def sent_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.sent_at if start <= t < end)

@@ -1,0 +1,129 @@
+"""Fixes for faust-streaming faults that would lose input, applied per app (no global patch).
+
+**Records that arrive while a worker recovers its tables are dropped** (faust-streaming
+0.15.3; upstream https://github.com/faust-streaming/faust/issues/596, open). When table
+recovery ends, ``Recovery.on_recovery_completed`` does, in this order:
+
+1. resume the stream partitions (flow is already on: it was resumed to read changelogs);
+2. ``await`` the seek of the stream partitions to their committed offsets (a round trip);
+3. ``app.flow_control.resume()``, which *clears every agent's input queue*.
+
+During the await in 2 the fetcher hands the agents whatever it had prefetched for the
+stream partitions during recovery, and 3 throws away what the agents had not yet taken.
+The fetcher's read position is already past those records, so they are never delivered
+again (on a partition without a committed offset nothing seeks back at all), and as they
+are never acknowledged either, Faust's offset commit stops at the first of them for good:
+a hole in the input and a stalled partition. The wider the window in 2, the more is lost:
+a few hundred records per partition on Tansu, whose offset fetch is slow; rarer on Apache
+Kafka. ``tests/integration/test_recovery_faults.py`` reproduces it.
+
+The fix keeps the stream partitions paused until the seek is done and the queues have been
+cleared, then resumes them: nothing reaches an agent's queue before the clear, and the first
+record delivered is the one at the committed offset. ``_resume_streams`` (the path taken
+when an app has no tables) has the same order and gets the same fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import faust
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
+
+__all__ = ["PATCHED_FAUST_VERSION", "SafeRecovery", "SafeTableManager"]
+
+log = logging.getLogger(__name__)
+
+PATCHED_FAUST_VERSION = "0.15.3"
+"""The faust-streaming release these overrides were written against (and copied from)."""
+
+
+class SafeRecovery(Recovery):
+    """Faust's ``Recovery`` with the stream partitions resumed only after the seek to the
+    committed offsets and the clearing of the agents' queues (faust issue #596)."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        # Faust 0.15.3's body, reordered where marked.
+        consumer = self.app.consumer
+        self.log.info("Restore complete!")
+        await self.app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callback_coros = [
+            asyncio.ensure_future(
+                table.on_recovery_completed(
+                    self.actives_for_table[table], self.standbys_for_table[table]
+                )
+            )
+            for table in self.tables.values()
+        ]
+        if callback_coros:
+            await asyncio.wait(callback_coros)
+        assignment = consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning(
+                "Recovery rebalancing again app id %s param %s",
+                self.app.consumer_generation_id,
+                generation_id,
+            )
+            return
+        await self._seek_then_resume(assignment)
+        await cast(Any, self.app)._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not self.app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        self.app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        # Faust 0.15.3's body, reordered where marked (the no-tables path).
+        app = self.app
+        await app.on_rebalance_complete.send()
+        assignment = app.consumer.assignment()
+        if self.app.consumer_generation_id != generation_id:
+            self.log.warning("Recovery rebalancing again")
+            return
+        if not assignment:
+            self.log.info("Resuming streams with empty assignment")
+        await self._seek_then_resume(assignment)
+        await cast(Any, app)._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    async def _seek_then_resume(self, assignment: set[Any]) -> None:
+        """The reordered part: seek while the stream partitions are still paused, clear
+        the queues (``flow_control.resume``), and only then let records through."""
+        consumer = self.app.consumer
+        streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        self.completed.set()
+        self.log.info("Resuming flow...")
+        self.app.flow_control.resume()  # clears the agents' queues: nothing is in them yet
+        # No await between the clear and here: no record can slip in and be cleared.
+        consumer.resume_partitions(streams)
+        consumer.resume_flow()
+
+
+class SafeTableManager(TableManager):
+    """Faust's ``TableManager`` recovering through :class:`SafeRecovery`.
+
+    Pass it to ``faust.App(..., TableManager=SafeTableManager)``."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            if faust.__version__ != PATCHED_FAUST_VERSION:
+                log.warning(
+                    "faust-streaming %s, SafeRecovery was written for %s: check that "
+                    "faust issue #596 is still open and the override still matches",
+                    faust.__version__,
+                    PATCHED_FAUST_VERSION,
+                )
+            self._recovery = SafeRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
