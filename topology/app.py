@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +42,6 @@ from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
-from .faust_patches import SafeTableManager
 from .guard import RetriesExhausted, process_guarded
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
@@ -73,6 +72,8 @@ class OutageSmsApp:
     emitter: BatchEmitter | None = None
     views: LocalViews | None = None
     areas: AreaViews | None = None
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(metric, label name, label value) -> total, for ``/metrics`` (topology.web)."""
 
 
 def create_app(settings: Settings | None = None) -> OutageSmsApp:
@@ -107,9 +108,6 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         # table recovery stops short of the rest of that batch. One record per batch keeps
         # its answer right (tables are low-rate; the fan-out's bulk output is not a table).
         producer_max_batch_size=1 if s.broker_kind == "tansu" else 16384,
-        # Faust 0.15.3 drops input that arrives during table recovery (faust issue #596):
-        # this one resumes the input partitions only after the seek to committed offsets.
-        TableManager=SafeTableManager,
     )
     built = OutageSmsApp(settings=s, registry=registry, faust_app=app)
 
@@ -211,6 +209,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             rejected.reason.value,
         )
         await built.topics[dlq_role].send(key=event.key, value=letter.to_bytes())
+        built.counts["dead_letters", "reason", rejected.reason.value] += 1
 
     policy = RetryPolicy()
     transactional = guarantee == "exactly_once"
@@ -418,6 +417,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         late = bool(record.facts["exceeds_limit"])
         await emitter.add(audit_name, partition, [(outage.outage_id.encode(), record.to_bytes())])
         await emitter.flush()
+        for decision, n in summary.counts.items():
+            built.counts["fanout_decisions", "decision", decision] += n
         targeted = sum(n for k, n in summary.counts.items() if k.startswith("targeted:"))
         log.log(
             logging.WARNING if late else logging.INFO,
@@ -484,6 +485,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 sms.message_id,
             )
         reply_guard[phone] = out.guard
+        built.counts["inbound_texts", "intent", out.intent.intent.value] += 1
         if out.command is not None:
             await emit(Role.SEND_COMMANDS, key, out.command[1], partition)
         for record in out.audits:

@@ -82,6 +82,7 @@ log = logging.getLogger(__name__)
 PATHS = {
     "health": "/health",
     "ready": "/ready",
+    "metrics": "/metrics",
     "status": "/v1/status",
     "inbound": "/v1/inbound",
     "inbound_twilio": "/v1/inbound/twilio",
@@ -386,6 +387,42 @@ def _page(app: Any, path: str, method: str, fun: Handler) -> None:
     app.page(path, name=name)(type(name, (View,), {method: call, "__module__": __name__}))
 
 
+_HELP = {
+    "fanout_decisions": "Fan-out decisions: targeted:- (now), targeted:<why>, suppressed:<why>.",
+    "inbound_texts": "Inbound texts by what they asked for.",
+    "dead_letters": "Input records dead-lettered, by reason.",
+}
+
+
+def worker_metrics(built: OutageSmsApp) -> str:
+    """Prometheus text: decisions by kind and reason, inbound intents, dead letters, and
+    each assigned input partition's lag (high watermark minus committed offset)."""
+    lines: list[str] = []
+    for metric in _HELP:
+        name = f"outage_sms_{metric}_total"
+        lines += [f"# HELP {name} {_HELP[metric]}", f"# TYPE {name} counter"]
+        for (m, label, value), n in sorted(built.counts.items()):
+            if m == metric:
+                lines.append(f'{name}{{{label}="{value}"}} {n}')
+    lines += [
+        "# HELP outage_sms_consumer_lag Records not yet committed, per input partition.",
+        "# TYPE outage_sms_consumer_lag gauge",
+    ]
+    consumer = built.faust_app.consumer
+    committed = getattr(consumer, "_committed_offset", {})  # Faust keeps it private
+    for tp in sorted(consumer.assignment()):
+        if tp.topic.endswith("-changelog"):
+            continue
+        high = consumer.highwater(tp)
+        done = committed.get(tp)
+        if high is not None:
+            lag = max(0, high - (done or 0))
+            lines.append(
+                f'outage_sms_consumer_lag{{topic="{tp.topic}",partition="{tp.partition}"}} {lag}'
+            )
+    return "\n".join(lines) + "\n"
+
+
 def register_web(
     built: OutageSmsApp,
     texts: ReplyTexts,
@@ -451,6 +488,10 @@ def register_web(
         body = {"ready": ok, "reason": why, "partitions": rt.partitions_here()}
         return _json(body, 200 if ok else 503)
 
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        rt.authenticate(request)
+        return web.Response(text=worker_metrics(built), content_type="text/plain")
+
     async def status(request: web.Request) -> web.StreamResponse:
         rt.authenticate(request)
         query = status_query(parse_json_object(await rt.body(request, "application/json")))
@@ -509,6 +550,7 @@ def register_web(
 
     _page(app, PATHS["health"], "get", health)
     _page(app, PATHS["ready"], "get", ready)
+    _page(app, PATHS["metrics"], "get", metrics)
     _page(app, PATHS["status"], "post", status)
     _page(app, PATHS["internal_status"], "post", internal_status)
     _page(app, PATHS["internal_link"], "post", internal_link)

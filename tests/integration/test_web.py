@@ -205,6 +205,13 @@ async def test_status_lookup_after_an_outage_and_after_resolution(
         got = (await status(w.url, A, sender=None)).json()
         return dict(got) if got["status"] != "ongoing" else None
 
+    async with httpx.AsyncClient(base_url=w.url) as ops:
+        assert (await ops.get("/metrics")).status_code == 401
+        metrics = (await ops.get("/metrics", headers=KEY)).text
+    assert 'outage_sms_fanout_decisions_total{decision="targeted:-"} 1' in metrics
+    assert "outage_sms_inbound_texts_total" in metrics
+    assert f'outage_sms_consumer_lag{{topic="{reg[Role.OUTAGE_EVENTS].name}"' in metrics
+
     after = await until(restored, "the resolution to reach the status answer")
     # Restored for OUTAGE_SMS_STATUS_RESTORED_HOURS after resolution (event time 2026):
     # by the wall clock that is long past, so the answer is "no outage" now.
