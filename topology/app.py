@@ -42,6 +42,7 @@ from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
+from .faust_patches import SafeTableManager
 from .guard import RetriesExhausted, process_guarded
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
@@ -108,6 +109,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         # table recovery stops short of the rest of that batch. One record per batch keeps
         # its answer right (tables are low-rate; the fan-out's bulk output is not a table).
         producer_max_batch_size=1 if s.broker_kind == "tansu" else 16384,
+        # Faust 0.15.3 drops input that arrives during table recovery (faust issue #596):
+        # this one resumes the input partitions only after the seek to committed offsets.
+        TableManager=SafeTableManager,
     )
     built = OutageSmsApp(settings=s, registry=registry, faust_app=app)
 
