@@ -71,7 +71,7 @@ from streams.dispatch_queue import (
 from streams.errors import ConfigurationError
 from streams.intake import Rejected, dead_letter, decode_command
 from streams.masking import mask_phone
-from streams.provider import Provider, ProviderResult
+from streams.provider import Provider, ProviderResult, Transient
 from streams.ratelimit import ClientLimit, RateLimiter, SenderLimit
 from streams.senders import parse_pool
 
@@ -748,14 +748,21 @@ class Dispatcher:
     async def _send(self, q: SenderQueue, item: Item, bypassed: tuple[str, ...]) -> None:
         assert self._producer is not None  # noqa: S101
         cmd = item.cmd
+        result: ProviderResult
         try:
             if self.first_request_at is None:
                 self.first_request_at = self._clock()
             self.counts["requests"] += 1
-            result: ProviderResult = await self.provider.send(message_from_command(cmd))
+            result = await self.provider.send(message_from_command(cmd))
         except ConfigurationError as exc:
             self._fail(exc)
             return
+        except Exception as exc:  # noqa: BLE001 (a provider bug must not strand the command)
+            # Providers classify what they expect; anything else may have happened after
+            # the request left, so it is an unknown outcome, never a silent retry.
+            masked = cmd.command_id.replace(cmd.to, mask_phone(cmd.to))
+            log.exception("provider %s raised for %s", self.provider.name, masked)
+            result = Transient("provider_error", detail=repr(exc)[:500], ambiguous=True)
         finally:
             self._slots.release()
             self._inflight.discard(cmd.command_id)

@@ -24,6 +24,7 @@ from outage_sms.admin import ensure_topics
 from outage_sms.brokers import terminate
 from outage_sms.fake_provider import FakeConfig, FakeProvider
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
+from streams.provider import OutboundMessage, ProviderResult
 from tests.kafka_helpers import TopicReader, WorkerProcess, free_port, produce, settings_env
 from topology.dispatcher import Dispatcher
 from topology.settings import Settings
@@ -500,3 +501,29 @@ async def test_provider_fault_storms_end_with_every_command_in_one_terminal_stat
         f"checked: 300 commands through 40x429, 60x5xx, 5 timeouts: {dict(outcomes)}, "
         f"{retried} retried, 0 violations"
     )
+
+
+class _Broken:
+    """A provider with a bug: it raises instead of returning a result."""
+
+    name = "broken"
+
+    async def send(self, message: OutboundMessage) -> ProviderResult:
+        raise RuntimeError("provider bug")
+
+
+async def test_a_provider_that_raises_ends_the_command_as_outcome_unknown(
+    rig: Rig, read: Reader
+) -> None:
+    """Not a stranded command (and a stalled commit), not a blind retry: the request may
+    have left before the exception."""
+    cmd = command(phone(1), FAST)
+    await rig.commands([cmd])
+    d = Dispatcher(rig.settings, _Broken())
+    await d.start()
+    rig.dispatchers.append(d)
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: cid_of(cmd) in statuses(r), what="the command's status")
+    [got] = statuses(status)[cid_of(cmd)]
+    assert (got["outcome"], got["reason"], got["attempts"]) == ("failed", "outcome_unknown", 1)
+    print("checked: a raising provider ends the command failed: outcome_unknown, once")
