@@ -292,7 +292,6 @@ class Dispatcher:
         self._stopped = asyncio.Event()
         self.counts: Counter[str] = Counter()
         """outcome[:reason] -> commands; plus ``requests``, ``duplicates``, ``routed``."""
-        self.first_request_at: float | None = None
         self.rate_waits: defaultdict[str, float] = defaultdict(float)
         """sender -> seconds its queue head waited for the rate (the throughput wall)."""
 
@@ -750,8 +749,6 @@ class Dispatcher:
         cmd = item.cmd
         result: ProviderResult
         try:
-            if self.first_request_at is None:
-                self.first_request_at = self._clock()
             self.counts["requests"] += 1
             result = await self.provider.send(message_from_command(cmd))
         except ConfigurationError as exc:
