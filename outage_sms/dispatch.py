@@ -16,6 +16,7 @@ from topology.dispatcher import Dispatcher
 from topology.settings import Settings
 
 from .admin import ensure_topics
+from .fastloop import run_fast
 
 __all__ = ["genesys_config", "run_dispatcher"]
 
@@ -43,6 +44,9 @@ def genesys_config(settings: Settings) -> GenesysConfig:
 
 async def _run(settings: Settings) -> int:
     config = genesys_config(settings)
+    # httpx logs every request at INFO: a formatted line per message is CPU the send path
+    # cannot spare (bench/results/dispatch.md); failures are still logged by GenesysClient.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
         # Pools of 4 connections, used in turn: see streams.genesys.GenesysClient.
@@ -111,4 +115,4 @@ def run_dispatcher(settings: Settings) -> int:
             "the dispatcher needs a broker: set KAFKA_BOOTSTRAP_SERVERS to the worker's "
             "(`outage-sms worker` prints it when it starts the embedded broker)"
         )
-    return asyncio.run(_run(settings))
+    return run_fast(_run(settings))

@@ -51,6 +51,8 @@ from aiohttp import web
 from streams.genesys import AGENTLESS_PATH, TOKEN_PATH, error_body
 from streams.sms_text import segment_info
 
+from .fastloop import run_fast
+
 __all__ = ["FakeConfig", "FakeProvider", "Faults", "Recorded", "main"]
 
 log = logging.getLogger(__name__)
@@ -616,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         client_violation=args.client_violation,
         token_ttl=args.token_ttl,
     )
-    asyncio.run(_serve(FakeProvider(config, args.host, args.port)))
+    run_fast(_serve(FakeProvider(config, args.host, args.port)))
     return 0
 
 

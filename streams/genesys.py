@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from .errors import ConfigurationError
+from .http11 import LeanTransport
 from .masking import mask_phone
 from .provider import (
     Accepted,
@@ -95,11 +96,20 @@ class GenesysConfig:
 
 
 def make_http_client(
-    timeout: httpx.Timeout | None = None, max_connections: int = 100
+    timeout: httpx.Timeout | None = None, max_connections: int = 100, lean: bool = True
 ) -> httpx.AsyncClient:
-    """A client with every timeout set: a hung provider must not stall the worker."""
+    """A client with every timeout set: a hung provider must not stall the worker.
+
+    ``lean`` (the default) puts ``streams.http11.LeanTransport`` under httpx: a third of
+    httpcore's CPU per request, the dispatcher's largest cost (bench/results/dispatch.md).
+    ``lean=False`` is httpx's own transport."""
+    timeout = timeout or httpx.Timeout(10.0, connect=3.0, pool=5.0)
+    if lean:
+        return httpx.AsyncClient(
+            timeout=timeout, transport=LeanTransport(max_connections=max_connections)
+        )
     return httpx.AsyncClient(
-        timeout=timeout or httpx.Timeout(10.0, connect=3.0, pool=5.0),
+        timeout=timeout,
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
