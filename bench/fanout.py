@@ -47,6 +47,8 @@ class FanoutResult:
     ceiling: Measurement | None = None
     first_command_s: float | None = None
     idle_latency_ms: list[float] = field(default_factory=list)
+    idle: list[Hops] = field(default_factory=list)
+    load: tuple[float, float, float] | None = None
     restart_s: float | None = None
     rss_mib: float | None = None
     hwm_mib: float | None = None
@@ -219,6 +221,85 @@ class Offsets:
         return time.perf_counter()
 
 
+@dataclass(frozen=True)
+class Hops:
+    """One idle outage's path, from broker timestamps (one clock: this machine's).
+
+    event: the outage record's timestamp; copy: the worker's first copy of it on the
+    fan-out topic (outage agent done); command: the first command's timestamp (fan-out
+    agent planned it); arrival: when a consumer here saw it (acknowledged and fetchable).
+    """
+
+    event: float
+    copy: float
+    command: float
+    arrival: float
+
+    @property
+    def total_ms(self) -> float:
+        return (self.arrival - self.event) * 1000
+
+    @property
+    def parts_ms(self) -> tuple[float, float, float]:
+        return (
+            (self.copy - self.event) * 1000,
+            (self.command - self.copy) * 1000,
+            (self.arrival - self.command) * 1000,
+        )
+
+
+async def idle_latency(bootstrap: str, kind: str, reg: TopicRegistry, samples: int) -> list[Hops]:
+    """Outage event to first command, one outage at a time to one customer (region WARM).
+
+    Watched with a consumer, not by polling end offsets: a poll every millisecond is a
+    thousand ListOffsets requests a second to the broker that the worker shares 2 cores
+    with, and it hid where the time goes. Tansu holds a fetch for its whole max wait even
+    when data is there, so the watcher polls it with a short wait instead.
+    """
+    commands, copies = reg[Role.SEND_COMMANDS], reg[Role.OUTAGE_FANOUT]
+    watch = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5 if kind == "tansu" else 200,
+    )
+    sender = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await watch.start()
+    await sender.start()
+    out: list[Hops] = []
+    try:
+        tps = [TopicPartition(t.name, p) for t in (commands, copies) for p in range(t.partitions)]
+        watch.assign(tps)
+        await watch.seek_to_end(*tps)
+        for i in range(samples):
+            oid = f"LAT{i}"
+            sent = await sender.send_and_wait(
+                reg[Role.OUTAGE_EVENTS].name, outage(oid, 1, ["WARM"]), key=oid.encode()
+            )
+            marker = f'"outage_id":"{oid}"'.encode()
+            copy: float | None = None
+            deadline = time.monotonic() + 60
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no command for idle outage {oid} in 60 s")
+                batch = await watch.getmany(timeout_ms=1000)
+                seen = time.time()
+                command = None
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        if tp.topic == copies.name and m.key == oid.encode():
+                            copy = m.timestamp / 1000 if copy is None else copy
+                        elif tp.topic == commands.name and marker in (m.value or b""):
+                            command = m.timestamp / 1000
+                if command is not None:
+                    out.append(Hops(sent.timestamp / 1000, copy or command, command, seen))
+                    break
+            await asyncio.sleep(0.02)  # idle: the worker has caught up between samples
+    finally:
+        await sender.stop()
+        await watch.stop()
+    return out
+
+
 async def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
@@ -237,7 +318,13 @@ def _rss(pid: int) -> tuple[float, float]:
 
 
 async def fanout_bench(
-    bootstrap: str, kind: str, n: int, partitions: int, store: str, progress: Any
+    bootstrap: str,
+    kind: str,
+    n: int,
+    partitions: int,
+    store: str,
+    progress: Any,
+    idle_samples: int = 100,
 ) -> FanoutResult:
     result = FanoutResult(kind, n)
     run = uuid.uuid4().hex[:8]
@@ -262,20 +349,10 @@ async def fanout_bench(
                     result.restart_s = time.perf_counter() - started
                     progress(f"  processing {result.restart_s:.1f}s after start")
 
-                    sender = AIOKafkaProducer(bootstrap_servers=bootstrap)
-                    await sender.start()
-                    try:
-                        for i in range(30):
-                            base = await offsets.total()
-                            oid = f"LAT{i}"
-                            t0 = time.perf_counter()
-                            await sender.send_and_wait(
-                                events, outage(oid, 1, ["WARM"]), key=oid.encode()
-                            )
-                            t1 = await offsets.wait_for(base + 1, timeout=60, poll=0.001)
-                            result.idle_latency_ms.append((t1 - t0) * 1000)
-                    finally:
-                        await sender.stop()
+                    progress(f"  idle latency, {idle_samples} outages one at a time ...")
+                    result.idle = await idle_latency(bootstrap, kind, reg, idle_samples)
+                    result.idle_latency_ms = [h.total_ms for h in result.idle]
+                    result.load = os.getloadavg()
 
                     progress(f"  the outage: {n:,} customers in one region ...")
                     base = await offsets.total()
@@ -327,6 +404,10 @@ async def _read_commands(
     return out
 
 
+def _p99(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
 def summarize(r: FanoutResult) -> dict[str, Any]:
     lat = sorted(r.idle_latency_ms)
     return {
@@ -337,7 +418,19 @@ def summarize(r: FanoutResult) -> dict[str, Any]:
         "share": (r.fanout.rate / r.ceiling.rate) if r.fanout and r.ceiling else None,
         "first_command_s": r.first_command_s,
         "idle_p50_ms": statistics.median(lat) if lat else None,
-        "idle_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        "idle_p99_ms": _p99(lat) if lat else None,
+        "idle_samples": len(lat),
+        "idle_hops_ms": {
+            name: (statistics.median(v), _p99(v))
+            for name, v in zip(
+                ("event to copy", "copy to command", "command to consumer"),
+                (sorted(x) for x in zip(*(h.parts_ms for h in r.idle), strict=True)),
+                strict=False,
+            )
+        }
+        if r.idle
+        else {},
+        "load": r.load,
         "restart_s": r.restart_s,
         "rss_mib": r.rss_mib,
         "hwm_mib": r.hwm_mib,

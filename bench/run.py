@@ -70,6 +70,17 @@ def render_fanout(runs: list[FanoutResult]) -> list[str]:
             f"| {x['rss_mib'] or 0:,.0f} MiB ({x['hwm_mib'] or 0:,.0f}) "
             f"| {x['restart_s'] or 0:,.1f} s |"
         )
+    for r in runs:
+        x = summarize(r)
+        if x["idle_hops_ms"]:
+            hops = "; ".join(f"{k} {a:,.0f} / {b:,.0f}" for k, (a, b) in x["idle_hops_ms"].items())
+            load = x["load"]
+            lines += [
+                "",
+                f"Idle latency, {r.broker}, {x['idle_samples']} outages one at a time, by hop "
+                f"(p50 / p99 ms, from record timestamps): {hops}"
+                + (f". Load average then: {load[0]:.1f}." if load else "."),
+            ]
     notes = [f"- {r.broker}: {n}" for r in runs for n in r.notes]
     if notes:
         lines += ["", "Worker log lines:", "", *notes]
@@ -136,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         help="customers in the fan-out benchmark (0 skips it)",
     )
     p.add_argument(
+        "--idle-samples",
+        type=int,
+        default=100,
+        help="outages sent one at a time for the fan-out's idle latency",
+    )
+    p.add_argument(
         "--reply-texts",
         type=int,
         default=20_000,
@@ -170,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.partitions,
                             "rocksdb://",
                             progress,
+                            args.idle_samples,
                         )
                     )
                 )
