@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-import phonenumbers
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,6 +22,8 @@ from pydantic import (
     PlainSerializer,
     WithJsonSchema,
 )
+
+from ._phone import analyse_number
 
 __all__ = [
     "E164",
@@ -85,13 +86,12 @@ def parse_e164(value: str) -> str:
     """
     if not isinstance(value, str) or not _E164_SYNTAX.fullmatch(value):
         raise ValueError("phone number must be in E.164 form, e.g. +14155550123")
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"not a phone number: {exc}") from None
-    if not phonenumbers.is_valid_number(parsed):
+    found = analyse_number(value)  # memoised: a number seen before costs a look-up
+    if found.parse_error is not None:
+        raise ValueError(f"not a phone number: {found.parse_error}")
+    if found.e164 is None:
         raise ValueError("not a valid phone number for its country")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return found.e164
 
 
 E164 = Annotated[

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import random
+import re
 
+import phonenumbers
+import pytest
+from phonenumbers import PhoneNumberType
+from phonenumbers import timezone as pn_timezone
+
+from schemas import parse_e164
+from schemas._phone import PHONE_CACHE_SIZE, analyse_number
 from streams.phones import PhoneFacts, phone_facts
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 INVALID = PhoneFacts(False, "invalid", None, None)
 
@@ -92,3 +102,80 @@ def test_textable_depends_on_the_line_type(line: str, textable: bool) -> None:
 
 def test_an_invalid_number_is_never_textable_whatever_its_line() -> None:
     assert not PhoneFacts(False, "mobile", "US", None).textable
+
+
+# ---- the memoised analysis answers exactly as the public phonenumbers calls -----------
+
+
+def _reference_facts(phone: str) -> PhoneFacts:
+    """``phone_facts`` as it was before the shared analysis, from public calls only."""
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return INVALID
+    if not phonenumbers.is_valid_number(parsed):
+        return INVALID
+    names = {v: k.lower() for k, v in vars(PhoneNumberType).items() if isinstance(v, int)}
+    zones = [z for z in pn_timezone.time_zones_for_number(parsed) if z != "Etc/Unknown"]
+    return PhoneFacts(
+        True,
+        names.get(phonenumbers.number_type(parsed), "unknown"),
+        phonenumbers.region_code_for_number(parsed),
+        zones[0] if len(zones) == 1 else None,
+    )
+
+
+def _reference_e164(value: str) -> str:
+    """``parse_e164`` as it was before the shared analysis (after its syntax check)."""
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        return f"error: not a phone number: {exc}"
+    if not phonenumbers.is_valid_number(parsed):
+        return "error: not a valid phone number for its country"
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _corpus() -> list[str]:
+    """Example numbers of every type of every region, and seeded random digits after
+    every calling code (mostly invalid, some valid by chance), and their neighbours."""
+    rnd = random.Random(6)
+    out: set[str] = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in range(12):
+            ex = phonenumbers.example_number_for_type(region, kind)
+            if ex is not None:
+                e164 = phonenumbers.format_number(ex, phonenumbers.PhoneNumberFormat.E164)
+                out.add(e164)
+                out.add(e164[:-1] + str((int(e164[-1]) + 1) % 10))
+                out.add(e164 + "0")
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    for _ in range(6_000):
+        cc = rnd.choice(codes)
+        out.add(f"+{cc}{rnd.randrange(10**6, 10**11)}")
+    out.update(["", "+", "abc", "+999", "+0123", "+44 20 7946 0958", "+1 (415) 555-0123"])
+    return sorted(out)
+
+
+def test_memoised_analysis_equals_the_public_phonenumbers_calls() -> None:
+    corpus = _corpus()
+    assert len(corpus) > 8_000
+    valid = 0
+    for number in corpus:
+        facts = phone_facts(number)
+        assert facts == _reference_facts(number), number
+        valid += facts.valid
+        if _E164.fullmatch(number):
+            try:
+                got = parse_e164(number)
+            except ValueError as exc:
+                got = f"error: {exc}"
+            assert got == _reference_e164(number), number
+    assert valid > 1_000  # the corpus exercises the valid path, not only rejections
+
+
+def test_analysis_is_memoised_and_bounded() -> None:
+    analyse_number.cache_clear()
+    first = analyse_number("+14155550123")
+    assert analyse_number("+14155550123") is first
+    assert analyse_number.cache_info().maxsize == PHONE_CACHE_SIZE
