@@ -3,11 +3,11 @@
 A customer's number used to be analysed four times: parsed and validated by the schema
 (``parse_e164``), then parsed, validated, typed and located again for its facts
 (``streams.phones``), each ``phonenumbers`` call walking the region's patterns anew:
-about 175 microseconds of CPU per new number here, against 60-90 for one analysis. :func:`analyse_number` runs the same
-library steps once (parse, region, type; the zones and the E.164 form only for a valid
-number, the zones without ``time_zones_for_number``'s own re-typing) and keeps the answer
-in a bounded LRU, so a number seen again (an inbound text, a CRM update, the replay
-re-reading a topic) costs a dictionary look-up.
+about 175 microseconds of CPU per new number here, against 60-90 for one analysis.
+:func:`analyse_number` runs the same library steps once (parse, region, type; the zones
+and the E.164 form only for a valid number, the zones without ``time_zones_for_number``'s
+own re-typing) and keeps the answer in a bounded LRU, so a number seen again (an inbound
+text, a CRM update, the replay re-reading a topic) costs a dictionary look-up.
 
 The combination is phonenumbers' own: ``is_valid_number`` is
 ``is_valid_number_for_region(n, region_code_for_number(n))``, and ``number_type`` is the
