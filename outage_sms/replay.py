@@ -22,6 +22,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from schemas._phone import PHONE_CACHE_SIZE
 from streams.content import ContentPolicy
 from streams.errors import ConfigurationError
 from streams.replay import (
@@ -67,7 +69,10 @@ def build_config(s: Settings) -> ReplayConfig:
     partitions = s.partitions
     return ReplayConfig(
         partitions=partitions,
-        partition_of=lambda phone: phone_partition(phone.encode(), partitions),
+        # Memoised: murmur2 is pure Python in aiokafka, and a number recurs (texts, updates).
+        partition_of=lru_cache(maxsize=PHONE_CACHE_SIZE)(
+            lambda phone: phone_partition(phone.encode(), partitions)
+        ),
         planner=fanout_planner(s),
         content=ContentPolicy(s.forbidden_words, s.url_shorteners),
         reply_texts=MemoReplyTexts(s.program_name, s.support_contact),

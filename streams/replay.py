@@ -428,13 +428,15 @@ class ReplayEngine:
             self.stats["inbound_rekeyed"] += 1
         source = f"inbound:{sms.message_id}"
         self.sources[source] = self.sources.get(source, False) or rec.in_scope
-        state = self.subscribers.get(phone)
+        # The fan-out index holds subscriber_from_state(phone, subscribers[phone]) for
+        # every subscribed number (both are updated together in _subscriber_change).
+        index = self.index.get(partition)
         out = handle_inbound(
             sms,
             partition,
             self.optouts.get(phone),
             self.reply_guard.get(phone),
-            subscriber_from_state(phone, state) if state else None,
+            index.subscribers.get(phone) if index is not None else None,
             list(self.areas.values()),
             cfg.reply_texts,
             cfg.reply_rules,
