@@ -95,6 +95,14 @@ class SenderQueue:
         else:
             raise ValueError("pop() of an item peek() did not return")
 
+    def upcoming(self, now: float, n: int) -> list[Item]:
+        """The next ``n`` items in the order ``peek``/``pop`` would give them at ``now``
+        if nothing arrives meanwhile (the dispatcher writes their intents ahead)."""
+        if n <= 0:
+            return []
+        due = [i for t, _, i in heapq.nsmallest(n, self._later) if t <= now]
+        return [*due, *itertools.islice(self._fifo, max(0, n - len(due)))]
+
     def next_due(self) -> float | None:
         return self._later[0][0] if self._later else None
 

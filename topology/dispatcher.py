@@ -235,7 +235,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         policy: SendPolicy | None = None,
         rules: DispatchRules | None = None,
+        intent_horizon: float = 0.25,
     ) -> None:
+        """``intent_horizon``: at most this many seconds of a sender's sends have their
+        ``sending`` intent written ahead (see ``_write_intents``)."""
         s = settings
         if not s.bootstrap_servers:
             raise ConfigurationError("the dispatcher needs KAFKA_BOOTSTRAP_SERVERS")
@@ -281,6 +284,11 @@ class Dispatcher:
         self._pending_writes: set[asyncio.Future[Any]] = set()
         self._ledger: dict[int, dict[str, Any]] = {}
         self._inflight: set[str] = set()
+        self._intent_acks: dict[str, asyncio.Future[Any]] = {}
+        """command id -> the broker's ack of its ``sending`` intent, written ahead."""
+        self._intent_horizon = intent_horizon
+        self._ack_latency = 0.005
+        """Moving average of an intent's ack time, seconds: how far ahead to write."""
         self._active: dict[str, int] = {}
         """Command ids queued, waiting or in flight here -> their partition."""
         self._owned: set[int] = set()
@@ -468,17 +476,7 @@ class Dispatcher:
         for sender in senders:
             for item in self._queues[sender].items() if sender in self._queues else ():
                 if item.intent:
-                    item.intent = False
-                    self._put_ledger(item, RETRY)
-                    entry = ledger_entry(RETRY, item.partition, item.offset, item.attempts)
-                    self._track(
-                        self._send_soon(
-                            Role.DISPATCH_LEDGER,
-                            item.cmd.command_id.encode(),
-                            orjson.dumps(entry),
-                            item.partition,
-                        )
-                    )
+                    self._retract_intent(item)
         await self._drain_writes()
         self._persist_limits(senders)
         await self._commit(owned)
@@ -701,24 +699,26 @@ class Dispatcher:
             return False
         if isinstance(decision, Defer):
             q.pop(item)
+            if item.intent:  # written ahead; it will not go now, so say so
+                self._retract_intent(item)
             q.push_later(item, decision.until.timestamp())
             return False
         if not item.intent:
+            await self._write_intents(q, item, now)
+        ack = self._intent_acks.get(cmd.command_id)
+        if ack is not None:
             # The intent is on the broker before the request leaves: at most once. Written
             # before the rate wait, so the request leaves the moment the rate allows and
             # the provider sees the pace the limiter keeps, not the broker's ack jitter.
-            self._put_ledger(item, SENDING)
-            try:
-                await self._producer_send(
-                    Role.DISPATCH_LEDGER,
-                    cmd.command_id.encode(),
-                    orjson.dumps(ledger_entry(SENDING, item.partition, item.offset, item.attempts)),
-                    item.partition,
+            if not ack.done():
+                await asyncio.wait([ack])  # not cancelled with this task: others wait on it
+            del self._intent_acks[cmd.command_id]
+            if ack.cancelled() or ack.exception() is not None:
+                item.intent = False
+                log.warning(
+                    "ledger write failed, waiting: %r", None if ack.cancelled() else ack.exception()
                 )
-            except KafkaError as exc:
-                log.warning("ledger write failed, waiting: %r", exc)
                 return 1.0
-            item.intent = True
             now = self._clock()
         units = self.limiter.units(sender, cmd.segments)
         at = self.limiter.ready_at(sender, units, now)
@@ -739,6 +739,70 @@ class Dispatcher:
         self._sending.setdefault(item.partition, set()).add(task)
         task.add_done_callback(self._sending[item.partition].discard)
         return True
+
+    async def _write_intents(self, q: SenderQueue, head: Item, now: float) -> None:
+        """Write ``sending`` for ``head`` and, without waiting, for the commands after it
+        that the sender will reach within the broker's ack time (twice the moving average,
+        at most ``intent_horizon`` seconds of its rate). Awaiting one ack per command
+        would cap each sender at one command per ack round trip, far below 100/s on a
+        busy broker. The cost: a crash fails those few never-sent commands as
+        ``outcome_unknown`` instead of one; a graceful stop or a quiet-hours deferral
+        rewrites them as ``retry``."""
+        assert self._producer is not None  # noqa: S101
+        limit = self.limiter.limits.get(q.sender)
+        rate = limit.rate if limit is not None else 1.0
+        ahead = max(
+            1,
+            min(
+                math.ceil(rate * self._intent_horizon),
+                math.ceil(rate * 2 * self._ack_latency),
+            ),
+        )
+        batch = [
+            head,
+            *(
+                i
+                for i in q.upcoming(now, ahead)
+                if i is not head and not i.intent and not self._is_done(i)
+            ),
+        ]
+        started = time.monotonic()
+        topic = self._topic[Role.DISPATCH_LEDGER]
+        for item in batch[:ahead]:
+            self._put_ledger(item, SENDING)
+            item.intent = True
+            try:
+                fut = await self._producer.send(
+                    topic,
+                    orjson.dumps(ledger_entry(SENDING, item.partition, item.offset, item.attempts)),
+                    key=item.cmd.command_id.encode(),
+                    partition=item.partition,
+                )
+            except KafkaError as exc:
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_exception(exc)
+            self._track(fut)
+            self._intent_acks[item.cmd.command_id] = fut
+        last = self._intent_acks[batch[min(ahead, len(batch)) - 1].cmd.command_id]
+        last.add_done_callback(lambda _: self._ack_took(time.monotonic() - started))
+
+    def _ack_took(self, seconds: float) -> None:
+        self._ack_latency += 0.2 * (seconds - self._ack_latency)
+
+    def _retract_intent(self, item: Item) -> None:
+        """A ``sending`` written ahead for a command that is not going now: ``retry``."""
+        item.intent = False
+        self._intent_acks.pop(item.cmd.command_id, None)
+        self._put_ledger(item, RETRY)
+        entry = ledger_entry(RETRY, item.partition, item.offset, item.attempts)
+        self._track(
+            self._send_soon(
+                Role.DISPATCH_LEDGER,
+                item.cmd.command_id.encode(),
+                orjson.dumps(entry),
+                item.partition,
+            )
+        )
 
     def _is_done(self, item: Item) -> bool:
         entry = self._ledger.get(item.partition, {}).get(item.cmd.command_id)
@@ -803,6 +867,7 @@ class Dispatcher:
         assert self._producer is not None  # noqa: S101
         cmd, p = item.cmd, item.partition
         self._active.pop(cmd.command_id, None)
+        self._intent_acks.pop(cmd.command_id, None)
         attempts = Attempts(terminal.attempts, item.attempts.transient, item.attempts.throttled)
         status = status_record(cmd, terminal, _utc(now), self.provider.name).to_bytes()
         outcome = ledger_entry(OUTCOME, p, item.offset, attempts, status, terminal.outcome.value)

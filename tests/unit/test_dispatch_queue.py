@@ -105,3 +105,17 @@ def test_ledger_verdicts() -> None:
     assert ledger_verdict(outcome) == Republish(b'{"outcome":"sent"}')
     # Published: any further record of the command is a duplicate.
     assert ledger_verdict(ledger_entry(DONE, 0, 1, a, None, "sent")) == Duplicate("sent")
+
+
+def test_upcoming_lists_the_next_items_in_the_order_they_will_go() -> None:
+    q = SenderQueue("s", 0)
+    fresh = [item(i) for i in range(4)]
+    for one in fresh:
+        q.push(one)
+    due, later = item(10), item(11)
+    q.push_later(due, 5.0)
+    q.push_later(later, 50.0)
+    assert q.upcoming(10.0, 3) == [due, fresh[0], fresh[1]]
+    assert q.upcoming(10.0, 0) == []
+    assert q.upcoming(100.0, 10) == [due, later, *fresh]
+    assert q.upcoming(10.0, 1) == [q.peek(10.0)]
