@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from .errors import ConfigurationError
 from .http11 import LeanTransport
@@ -167,8 +168,8 @@ def _transport_result(exc: httpx.TransportError) -> Transient:
 
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
-        body = response.json()
-    except ValueError:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -202,6 +203,8 @@ class GenesysClient:
         self._wall = wall or (lambda: datetime.now(UTC))
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
+        # Built once: httpx parses a str URL on every request.
+        self._send_url = httpx.URL(config.api_url + AGENTLESS_PATH)
         self.token_fetches = 0
         """How many tokens were fetched; tests check there is one refresh at a time."""
 
@@ -296,9 +299,10 @@ class GenesysClient:
         """One request; None means 401 (the caller refreshes the token)."""
         try:
             response = await next(self._pool).post(
-                self.config.api_url + AGENTLESS_PATH,
-                json=self.request_body(message),
-                headers={"Authorization": f"Bearer {token}"},
+                self._send_url,
+                # orjson: a third of the stdlib encoder's time; same JSON on the wire.
+                content=orjson.dumps(self.request_body(message)),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             )
         except httpx.TransportError as exc:
             result = _transport_result(exc)
