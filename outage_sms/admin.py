@@ -34,8 +34,9 @@ async def _admin(bootstrap: str) -> AIOKafkaAdminClient:
     except KafkaConnectionError:
         await admin.close()
         raise ConfigurationError(
-            f"cannot reach the Kafka broker at {bootstrap}: check KAFKA_BOOTSTRAP_SERVERS, "
-            "or unset it to use the embedded broker"
+            f"cannot reach the Kafka broker at {bootstrap}: check KAFKA_BOOTSTRAP_SERVERS "
+            "(host:port of a listener this machine can reach, comma-separated), or, for the "
+            "worker alone, unset it to use the embedded broker"
         ) from None
     return admin
 

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import ValidationError
 
@@ -118,16 +118,28 @@ def cmd_schemas_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_settings(role: Literal["worker", "dispatcher"]) -> Settings:
+    """Settings checked before any connection: every fix named at once, warnings logged."""
+    from .preflight import check_settings
+
+    settings = _settings()
+    for warning in check_settings(settings, role):
+        log.warning("configuration: %s", warning)
+    return settings
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _checked_settings("worker")
     from .worker import run_worker
 
-    return run_worker(_settings(), create_topics=not args.no_create_topics)
+    return run_worker(settings, create_topics=not args.no_create_topics)
 
 
 def cmd_dispatcher(args: argparse.Namespace) -> int:
+    settings = _checked_settings("dispatcher")
     from .dispatch import run_dispatcher
 
-    return run_dispatcher(_settings())
+    return run_dispatcher(settings)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

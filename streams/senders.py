@@ -17,9 +17,20 @@ from typing import Any
 
 import orjson
 
+from schemas import parse_sender
+
 from .errors import ConfigurationError
 
-__all__ = ["Projection", "Sender", "SenderPool", "SenderStatus", "SenderType", "parse_pool"]
+__all__ = [
+    "PoolFindings",
+    "Projection",
+    "Sender",
+    "SenderPool",
+    "SenderStatus",
+    "SenderType",
+    "check_pool",
+    "parse_pool",
+]
 
 
 class SenderType(StrEnum):
@@ -149,3 +160,67 @@ def parse_pool(text: str) -> SenderPool:
                 "rate, status, per_segment, daily_cap"
             ) from None
     return SenderPool(senders)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFindings:
+    """What a process about to use the pool should refuse (errors) or say (warnings)."""
+
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def check_pool(pool: SenderPool) -> PoolFindings:
+    """Start-up checks of ``OUTAGE_SMS_SENDERS`` beyond its syntax, each naming the fix.
+
+    Errors: no usable sender at all (every recipient would be audited ``no_sender`` and
+    never texted), or a usable sender whose id the ``sms.send-commands`` contract cannot
+    carry (every command from it would be refused). Warnings: a sender that is not
+    active or has no rate is never used, and a country only such senders serve gets no
+    texts.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    for s in pool.senders:
+        if s.status is not SenderStatus.ACTIVE:
+            warnings.append(
+                f"sender {s.id} ({s.type.value}) is {s.status.value}: it is never used; "
+                'set "status": "active" in OUTAGE_SMS_SENDERS once the carrier has '
+                "registered it"
+            )
+        elif s.rate <= 0:
+            warnings.append(
+                f"sender {s.id} has rate {s.rate:g}: it is never used; give its carrier "
+                "rate (messages per second) in OUTAGE_SMS_SENDERS"
+            )
+        if not s.usable:
+            continue
+        try:
+            canonical = parse_sender(s.id)
+        except ValueError:
+            errors.append(
+                f"sender id {s.id!r} is neither an E.164 number (+14155550123) nor a 3-8 digit "
+                "short code: sms.send-commands cannot carry it, so every text from it would "
+                "be refused; fix its id in OUTAGE_SMS_SENDERS"
+            )
+            continue
+        if canonical != s.id:
+            errors.append(
+                f"sender id {s.id!r} is not in canonical E.164 form: write it as "
+                f"{canonical!r} in OUTAGE_SMS_SENDERS (opt-outs and receipts are keyed by it)"
+            )
+    usable = [s for s in pool.senders if s.usable]
+    if not usable:
+        listed = ", ".join(f"{s.id} ({s.status.value})" for s in pool.senders)
+        errors.append(
+            f"OUTAGE_SMS_SENDERS has no active sender with a rate ({listed}): nothing could "
+            'ever be sent; mark a registered sender "status": "active"'
+        )
+    else:
+        served = {c for s in usable for c in s.countries}
+        for country in sorted({c for s in pool.senders for c in s.countries} - served):
+            warnings.append(
+                f"no active sender serves {country}: its customers are audited no_sender and "
+                f"get no texts until a sender for {country} is active in OUTAGE_SMS_SENDERS"
+            )
+    return PoolFindings(tuple(errors), tuple(warnings))

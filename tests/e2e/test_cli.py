@@ -173,3 +173,121 @@ def test_broker_on_a_taken_port_fails_clearly_and_leaves_no_temporary_directory(
     assert done.returncode == 2, done.stderr
     assert f"could not bind port {port}" in done.stderr and "--port" in done.stderr
     assert not list(tmp_path.glob("outage-sms-*")), "the failed start's workdir was removed"
+
+
+# ---- misconfiguration at start-up: fail fast (or warn), naming the fix ---------------
+
+ACTIVE = '[{"id": "87654", "type": "short_code", "countries": ["US"]}]'
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No OUTAGE_SMS_* or KAFKA_* from the caller's shell; an address nothing listens on,
+    so a process that got past its configuration checks says so by naming the broker."""
+    for name in list(os.environ):
+        if name.startswith(("OUTAGE_SMS_", "KAFKA_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    return monkeypatch
+
+
+def test_dispatcher_without_credentials_stops_before_contacting_anything(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dispatcher"]) == 2
+    err = capsys.readouterr().err
+    assert "OUTAGE_SMS_GENESYS_CLIENT_ID" in err and "OUTAGE_SMS_GENESYS_CLIENT_SECRET" in err
+    assert "cannot reach" not in err  # checked before the broker
+
+
+@pytest.mark.parametrize("role", ["worker", "dispatcher"])
+@pytest.mark.parametrize(
+    ("senders", "needles"),
+    [
+        ('[{"id": "87654", "type": "short_code"', ["OUTAGE_SMS_SENDERS is not valid JSON"]),
+        ("[]", ["OUTAGE_SMS_SENDERS must be a non-empty JSON list"]),
+        (
+            '[{"id": "87654", "type": "short_code", "countries": ["US"], "status": "pending"}]',
+            ["no active sender", "87654 (pending)", '"status": "active"'],
+        ),
+        (
+            '[{"id": "CityPower", "type": "alphanumeric", "countries": ["GB"]}]',
+            ["sender id 'CityPower'", "E.164", "short code", "OUTAGE_SMS_SENDERS"],
+        ),
+    ],
+    ids=["malformed-json", "empty", "none-active", "id-not-a-number"],
+)
+def test_unusable_sender_pool_stops_the_process_naming_the_fix(
+    role: str,
+    senders: str,
+    needles: list[str],
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clean_env.setenv("OUTAGE_SMS_SENDERS", senders)
+    clean_env.setenv("OUTAGE_SMS_GENESYS_CLIENT_ID", "id")
+    clean_env.setenv("OUTAGE_SMS_GENESYS_CLIENT_SECRET", "secret")
+    assert main([role]) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, err
+    assert "cannot reach" not in err  # checked before the broker
+
+
+def test_dispatcher_lists_every_problem_at_once(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("OUTAGE_SMS_SENDERS", "not json")
+    assert main(["dispatcher"]) == 2
+    err = capsys.readouterr().err
+    assert "the dispatcher cannot start:" in err
+    assert "OUTAGE_SMS_SENDERS is not valid JSON" in err
+    assert "OUTAGE_SMS_GENESYS_CLIENT_ID" in err
+
+
+def test_an_inactive_sender_is_a_warning_and_the_worker_goes_on(
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clean_env.setenv(
+        "OUTAGE_SMS_SENDERS",
+        '[{"id": "87654", "type": "short_code", "countries": ["US"]},'
+        ' {"id": "+447911123457", "type": "long_code", "countries": ["GB"], "status": "pending"}]',
+    )
+    assert main(["worker"]) == 2
+    warned = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "sender +447911123457 (long_code) is pending" in warned
+    assert "no active sender serves GB" in warned
+    # It went on to the next check: the broker (nothing listens on 127.0.0.1:1).
+    assert "cannot reach the Kafka broker at 127.0.0.1:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("role", ["worker", "dispatcher"])
+def test_unreachable_broker_stops_worker_and_dispatcher_within_a_bounded_wait(
+    role: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OUTAGE_SMS_"))}
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "OUTAGE_SMS_SENDERS": ACTIVE,
+            "OUTAGE_SMS_GENESYS_CLIENT_ID": "id",
+            "OUTAGE_SMS_GENESYS_CLIENT_SECRET": "secret",
+            "OUTAGE_SMS_STORE": "memory://",
+            "OUTAGE_SMS_DATA_DIR": str(tmp_path),
+        }
+    )
+    # The timeout fails the test if the process waits for the broker forever.
+    done = subprocess.run(
+        [sys.executable, "-m", "outage_sms", role],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "error: cannot reach the Kafka broker at 127.0.0.1:1" in done.stderr
+    assert "check KAFKA_BOOTSTRAP_SERVERS" in done.stderr
+    assert "Traceback" not in done.stderr

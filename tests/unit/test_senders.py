@@ -15,11 +15,13 @@ import pytest
 
 from streams.errors import ConfigurationError
 from streams.senders import (
+    PoolFindings,
     Projection,
     Sender,
     SenderPool,
     SenderStatus,
     SenderType,
+    check_pool,
     parse_pool,
 )
 
@@ -263,3 +265,60 @@ def test_adding_a_sender_moves_numbers_only_to_the_new_sender() -> None:
     moved = [p for p in phones if before.choose(p, "US") != after.choose(p, "US")]
     assert moved, "the new sender takes a share"
     assert all(after.choose(p, "US").id == "33333" for p in moved)  # type: ignore[union-attr]
+
+
+# ---- start-up checks of the pool --------------------------------------------------
+
+
+def test_a_pool_of_active_senders_with_valid_ids_passes_quietly() -> None:
+    findings = check_pool(pool_of(sender("87654", ["US", "CA"]), sender("+14155550100", ["US"])))
+    assert findings == PoolFindings((), ())
+
+
+def test_a_pool_without_any_active_sender_is_an_error_naming_each_sender() -> None:
+    findings = check_pool(
+        pool_of(sender("87654", status="pending"), sender("87655", status="suspended"))
+    )
+    (error,) = findings.errors
+    assert "no active sender" in error and "OUTAGE_SMS_SENDERS" in error
+    assert "87654 (pending)" in error and "87655 (suspended)" in error
+
+
+def test_a_sender_with_zero_rate_counts_as_unusable() -> None:
+    findings = check_pool(pool_of(sender("87654", rate=0)))
+    assert any("no active sender" in e for e in findings.errors)
+    assert any("rate 0" in w for w in findings.warnings)
+
+
+def test_an_inactive_sender_and_the_country_only_it_serves_are_warned_about() -> None:
+    findings = check_pool(
+        pool_of(sender("87654", ["US"]), sender("+447911123457", ["GB"], status="pending"))
+    )
+    assert findings.errors == ()
+    pending, country = findings.warnings
+    assert "+447911123457" in pending and "pending" in pending and '"active"' in pending
+    assert "no active sender serves GB" in country and "no_sender" in country
+
+
+@pytest.mark.parametrize(
+    ("sid", "needle"),
+    [
+        ("CityPower", "neither an E.164 number"),
+        ("+1 415 555 0100", "neither an E.164 number"),
+        ("12", "neither an E.164 number"),
+        ("+15555550100", "neither an E.164 number"),  # no such area code
+        ("+4402079460958", "write it as '+442079460958'"),
+    ],
+)
+def test_an_active_sender_whose_id_the_command_contract_cannot_carry_is_an_error(
+    sid: str, needle: str
+) -> None:
+    findings = check_pool(pool_of(sender("87654"), {**sender(sid), "type": "long_code"}))
+    (error,) = findings.errors
+    assert needle in error and "OUTAGE_SMS_SENDERS" in error
+
+
+def test_an_inactive_sender_with_an_unusable_id_is_only_warned_about() -> None:
+    findings = check_pool(pool_of(sender("87654"), sender("CityPower", status="pending")))
+    assert findings.errors == ()
+    assert len(findings.warnings) == 1
