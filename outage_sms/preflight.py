@@ -26,7 +26,9 @@ def check_settings(settings: Settings, role: Role) -> list[str]:
     """Raise ``ConfigurationError`` listing every problem found; return the warnings.
 
     Both roles: ``OUTAGE_SMS_SENDERS`` (syntax, an active sender, ids the topic contract
-    can carry). Dispatcher: a broker address and the provider's credentials.
+    can carry). Worker with its web server on: its callers' credentials (the same rule
+    ``topology.web`` enforces when the app is built, only earlier). Dispatcher: a broker
+    address and the provider's credentials.
     """
     errors: list[str] = []
     warnings: list[str] = []
@@ -37,6 +39,8 @@ def check_settings(settings: Settings, role: Role) -> list[str]:
     else:
         errors.extend(findings.errors)
         warnings.extend(findings.warnings)
+    if role == "worker" and settings.web_enabled:
+        errors.extend(_web_problems())
     if role == "dispatcher":
         from .dispatch import genesys_config  # imports httpx and aiokafka: dispatcher only
 
@@ -56,3 +60,28 @@ def check_settings(settings: Settings, role: Role) -> list[str]:
             f"the {role} cannot start:\n" + "\n".join(f"  - {e}" for e in errors)
         )
     return warnings
+
+
+def _web_problems() -> list[str]:
+    from topology.web_settings import WebSettings
+
+    ws = WebSettings()
+    if ws.web_demo:
+        return []
+    if bool(ws.web_basic_user) != bool(ws.web_basic_password):
+        missing = (
+            "OUTAGE_SMS_WEB_BASIC_PASSWORD" if ws.web_basic_user else "OUTAGE_SMS_WEB_BASIC_USER"
+        )
+        if not ws.web_secret:
+            return [
+                f"HTTP Basic credentials are half set: set {missing} too (or "
+                "OUTAGE_SMS_WEB_SECRET instead)"
+            ]
+    if not ws.credentials().configured:
+        return [
+            "the web server (OUTAGE_SMS_WEB_ENABLED) needs credentials: set "
+            "OUTAGE_SMS_WEB_SECRET, or OUTAGE_SMS_WEB_BASIC_USER and "
+            "OUTAGE_SMS_WEB_BASIC_PASSWORD (or OUTAGE_SMS_WEB_DEMO=true for a demo without "
+            "authentication)"
+        ]
+    return []

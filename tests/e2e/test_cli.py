@@ -291,3 +291,25 @@ def test_unreachable_broker_stops_worker_and_dispatcher_within_a_bounded_wait(
     assert "error: cannot reach the Kafka broker at 127.0.0.1:1" in done.stderr
     assert "check KAFKA_BOOTSTRAP_SERVERS" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({}, "needs credentials: set OUTAGE_SMS_WEB_SECRET"),
+        ({"OUTAGE_SMS_WEB_BASIC_USER": "genesys"}, "set OUTAGE_SMS_WEB_BASIC_PASSWORD too"),
+    ],
+    ids=["none", "half-basic"],
+)
+def test_worker_web_server_without_credentials_stops_before_the_broker(
+    extra: dict[str, str],
+    needle: str,
+    clean_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clean_env.setenv("OUTAGE_SMS_WEB_ENABLED", "true")
+    for name, value in extra.items():
+        clean_env.setenv(name, value)
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "cannot reach" not in err
