@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from .errors import ConfigurationError
-from .http11 import LeanTransport
+from .http11 import LeanClient, LeanTransport
 from .masking import mask_phone
 from .provider import (
     Accepted,
@@ -101,14 +101,13 @@ def make_http_client(
 ) -> httpx.AsyncClient:
     """A client with every timeout set: a hung provider must not stall the worker.
 
-    ``lean`` (the default) puts ``streams.http11.LeanTransport`` under httpx: a third of
-    httpcore's CPU per request, the dispatcher's largest cost (bench/results/dispatch.md).
-    ``lean=False`` is httpx's own transport."""
+    ``lean`` (the default) is ``streams.http11.LeanClient`` on a ``LeanTransport``: the
+    same httpx API at a third of the CPU per request, which was the dispatcher's largest
+    cost (bench/results/dispatch.md). It uses no proxy; behind an HTTP proxy, use
+    ``lean=False``, httpx's own client and transport."""
     timeout = timeout or httpx.Timeout(10.0, connect=3.0, pool=5.0)
     if lean:
-        return httpx.AsyncClient(
-            timeout=timeout, transport=LeanTransport(max_connections=max_connections)
-        )
+        return LeanClient(timeout=timeout, transport=LeanTransport(max_connections=max_connections))
     return httpx.AsyncClient(
         timeout=timeout,
         limits=httpx.Limits(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from streams.http11 import LeanTransport, parse_response
+from streams.http11 import LeanClient, LeanTransport, parse_response
 
 Handler = Callable[[bytes], bytes | None]
 """Request bytes -> response bytes; None: hang up without answering."""
@@ -212,3 +212,44 @@ def test_parse_response_waits_for_the_whole_body_and_reads_to_close() -> None:
     assert parsed is not None and parsed[3] == b"abc" and parsed[5] is False
     with pytest.raises(httpx.RemoteProtocolError):
         parse_response(b"SMTP nonsense\r\n\r\n")
+
+
+async def test_lean_client_runs_hooks_and_leaves_redirects_and_auth_to_httpx() -> None:
+    seen: list[str] = []
+
+    def handler(raw: bytes) -> bytes:
+        line = raw.split(b"\r\n", 1)[0].decode()
+        seen.append(line + (" auth" if b"\r\nAuthorization: Basic " in raw else ""))
+        if line.startswith("GET /old"):
+            return b"HTTP/1.1 302 Found\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n"
+        return ok(b"fine")
+
+    async def on_request(request: httpx.Request) -> None:
+        seen.append(f"hook {request.url.path}")
+
+    async def on_response(response: httpx.Response) -> None:
+        seen.append(f"hook {response.status_code}")
+
+    async with (
+        RawServer(handler) as server,
+        LeanClient(transport=LeanTransport(), timeout=httpx.Timeout(2.0)) as http,
+    ):
+        http.event_hooks = {"request": [on_request], "response": [on_response]}
+        assert (await http.get(server.url + "/old")).status_code == 302
+        followed = await http.get(server.url + "/old", follow_redirects=True)
+        assert (followed.status_code, followed.content) == (200, b"fine")
+        assert (await http.post(server.url + "/t", auth=("id", "secret"))).status_code == 200
+    assert seen == [
+        "hook /old",
+        "GET /old HTTP/1.1",
+        "hook 302",
+        "hook /old",
+        "GET /old HTTP/1.1",
+        "hook 302",
+        "hook /new",
+        "GET /new HTTP/1.1",
+        "hook 200",
+        "hook /t",
+        "POST /t HTTP/1.1 auth",
+        "hook 200",
+    ]
