@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
 from outage_sms.brokers import start_broker, terminate
+from outage_sms.fastloop import run_fast
 from streams.genesys import GenesysClient, GenesysConfig, make_http_client
 from streams.provider import Accepted, OutboundMessage
 from topology.emitter import BatchEmitter
@@ -64,6 +65,8 @@ class DispatchResult:
     """Requests/s one process gets through GenesysClient to the same fake, no Kafka."""
     fake_cores: float = 0.0
     """CPU the fake provider used over the same steady state, in cores."""
+    broker_cores: float = 0.0
+    """CPU the broker used over the same steady state (0: not measured)."""
 
     @property
     def share(self) -> float:
@@ -107,8 +110,37 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_seconds(pid: int | None) -> float:
+    """CPU of ``pid`` and its descendants (the broker may run under a launcher)."""
+    if pid is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        one = todo.pop()
+        try:
+            total += _cpu_seconds(one)
+        except OSError:
+            continue
+        todo += children.get(one, [])
+    return total
+
+
 async def run(
-    bootstrap: str, kind: str, dispatchers: int, senders: int, rate: float, seconds: float
+    bootstrap: str,
+    kind: str,
+    dispatchers: int,
+    senders: int,
+    rate: float,
+    seconds: float,
+    concurrency: int = 64,
+    broker_pid: int | None = None,
 ) -> DispatchResult:
     tmp = tempfile.mkdtemp(prefix="bench-dispatch-")
     s: Settings = bench_settings(bootstrap, kind, f"b{uuid.uuid4().hex[:8]}.", 8, "memory://", tmp)
@@ -133,11 +165,12 @@ async def run(
     fake = subprocess.Popen(fake_args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert fake.stdout is not None  # noqa: S101
     url = fake.stdout.readline().decode().strip()
-    top = await _ceiling(url, _sender(0))
+    top = await _ceiling(url, _sender(0), concurrency=concurrency)
     env = {
         **worker_env(s),
         "OUTAGE_SMS_SENDERS": orjson.dumps(pool).decode(),
         "OUTAGE_SMS_CLIENT_REQUESTS_PER_MINUTE": "10000000",
+        "OUTAGE_SMS_DISPATCH_CONCURRENCY": str(concurrency),
         "OUTAGE_SMS_GENESYS_CLIENT_ID": "fake-client",
         "OUTAGE_SMS_GENESYS_CLIENT_SECRET": "fake-secret",
         "OUTAGE_SMS_GENESYS_API_URL": url,
@@ -166,11 +199,15 @@ async def run(
                 samples.append((now, stats["accepted"]))
                 if stats["accepted"] >= 0.1 * n and not cpu:
                     cpu = {p.pid: (now, _cpu_seconds(p.pid)) for p in (*procs, fake)}
+                    broker_at = _tree_cpu_seconds(broker_pid)
                 if stats["accepted"] >= 0.9 * n and all(len(v) == 2 for v in cpu.values()):
                     used = [
                         (_cpu_seconds(p.pid) - cpu[p.pid][1]) / (now - cpu[p.pid][0]) for p in procs
                     ]
                     fake_used = (_cpu_seconds(fake.pid) - cpu[fake.pid][1]) / (
+                        now - cpu[fake.pid][0]
+                    )
+                    broker_used = (_tree_cpu_seconds(broker_pid) - broker_at) / (
                         now - cpu[fake.pid][0]
                     )
                     break
@@ -198,6 +235,7 @@ async def run(
         end[0] - start[0],
         top,
         fake_used,
+        broker_used,
     )
 
 
@@ -211,9 +249,10 @@ def _genesys(url: str, pools: list[httpx.AsyncClient]) -> GenesysClient:
     return GenesysClient(pools, config)
 
 
-async def _ceiling(url: str, sender: str, n: int = 3000, concurrency: int = 16) -> float:
-    """The HTTP path alone, as the dispatcher builds it (pools of 4, 16 in flight)."""
-    pools = [make_http_client(max_connections=4) for _ in range(concurrency // 4)]
+async def _ceiling(url: str, sender: str, n: int = 3000, concurrency: int = 64) -> float:
+    """The HTTP path alone, as the dispatcher builds it (one pool, ``concurrency`` in
+    flight)."""
+    pools = [make_http_client(max_connections=concurrency)]
     try:
         client = _genesys(url, pools)
         msg = OutboundMessage("ceiling", sender, "+14155550100", "ceiling run")
@@ -341,17 +380,18 @@ def render_latency(r: LatencyResult) -> list[str]:
 def render(results: list[DispatchResult]) -> list[str]:
     lines = [
         "| broker | dispatchers | configured | achieved | share | violations "
-        "| CPU per dispatcher | dispatcher CPU per message | fake CPU per message "
+        "| CPU per dispatcher | CPU per message: dispatchers / fake / broker "
         "| HTTP ceiling | of ceiling |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         lines.append(
             f"| {r.broker} | {r.dispatchers} | {r.senders} x {r.rate:g}/s = "
             f"{r.senders * r.rate:,.0f}/s | {r.achieved:,.0f}/s | {r.share:.1%} | "
             f"{r.violations} | {', '.join(f'{c:.2f} cores' for c in r.cpu_cores)} | "
-            f"{1000 * sum(r.cpu_cores) / r.achieved:.2f} ms | "
-            f"{1000 * r.fake_cores / r.achieved:.2f} ms | "
+            f"{1000 * sum(r.cpu_cores) / r.achieved:.2f} / "
+            f"{1000 * r.fake_cores / r.achieved:.2f} / "
+            f"{1000 * r.broker_cores / r.achieved:.2f} ms | "
             f"{r.ceiling:,.0f}/s | {r.achieved / r.ceiling:.0%} |"
         )
     return lines
@@ -366,6 +406,13 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", type=float, nargs="+", default=[100.0, 20.0], help="per sender, each a run"
     )
     p.add_argument("--seconds", type=float, default=20.0, help="backlog, in seconds of sending")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="provider requests in flight per dispatcher (OUTAGE_SMS_DISPATCH_CONCURRENCY), "
+        "and in the HTTP ceiling run",
+    )
     p.add_argument("--latency-outages", type=int, default=20, help="0 skips the latency run")
     p.add_argument("--out", type=Path, default=RESULTS / "dispatch.md")
     args = p.parse_args(argv)
@@ -375,13 +422,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rate in args.rates:
             for d in args.dispatchers:
-                r = asyncio.run(
-                    run(broker.bootstrap, args.broker, d, args.senders, rate, args.seconds)
+                r = run_fast(
+                    run(
+                        broker.bootstrap,
+                        args.broker,
+                        d,
+                        args.senders,
+                        rate,
+                        args.seconds,
+                        args.concurrency,
+                        broker.process.pid if broker.process is not None else None,
+                    )
                 )
                 print("\n".join(render([r])[2:]), file=sys.stderr)
                 results.append(r)
         if args.latency_outages:
-            lat = asyncio.run(latency(broker.bootstrap, args.broker, args.latency_outages, 50))
+            lat = run_fast(latency(broker.bootstrap, args.broker, args.latency_outages, 50))
     finally:
         broker.stop()
     text = "\n".join(
@@ -391,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on this machine (2 cores: the "
             "fake provider, the broker and the dispatchers share them). Steady state: "
             "between 10% and 90% of the backlog sent. HTTP ceiling: one process sending "
-            "through the same GenesysClient to the same fake, without Kafka, in the same run.",
+            "through the same GenesysClient to the same fake, without Kafka, in the same run. "
+            f"{args.concurrency} provider requests in flight at most per dispatcher, and in "
+            "the ceiling run. CPU per message: process CPU time over messages accepted by the "
+            "fake in the steady state.",
             "",
             *render(results),
             "",

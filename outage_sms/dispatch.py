@@ -49,12 +49,12 @@ async def _run(settings: Settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     await ensure_topics(settings)
     async with contextlib.AsyncExitStack() as stack:
-        # Pools of 4 connections, used in turn: see streams.genesys.GenesysClient.
-        pools = [
-            await stack.enter_async_context(make_http_client(max_connections=4))
-            for _ in range(max(1, -(-settings.dispatch_concurrency // 4)))
-        ]
-        dispatcher = Dispatcher(settings, GenesysClient(pools, config))
+        # One pool, a connection per request in flight: the lean transport does not scan
+        # its pool on each request as httpcore did (streams.http11).
+        http = await stack.enter_async_context(
+            make_http_client(max_connections=settings.dispatch_concurrency)
+        )
+        dispatcher = Dispatcher(settings, GenesysClient(http, config))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
