@@ -9,9 +9,11 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
 from outage_sms.brokers import free_port
+from outage_sms.report import read_topics
 from tests.kafka_helpers import produce, settings_env
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -199,3 +201,28 @@ async def test_plan_counts_a_regions_customers_on_the_broker(settings: Settings)
     unknown = cli(settings, "plan", "--region", "NOWHERE")
     assert unknown.returncode == 2
     assert "no customer in region 'NOWHERE'" in unknown.stderr
+
+
+async def test_reading_to_the_end_includes_every_record_of_a_last_batch_of_several(
+    settings: Settings,
+) -> None:
+    """Tansu's end offset stops after the first record of a partition's last batch; the
+    report must still read every record (the dispatcher and fan-out write batches)."""
+    await ensure_topics(settings)
+    topic = TopicRegistry(settings)[Role.DELIVERY_STATUS].name
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for i in range(5):
+            batch.append(key=b"+14155550100", value=b'{"n":%d}' % i, timestamp=None)
+        batch.close()
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+    seen: list[bytes | None] = []
+    read = await read_topics(
+        settings.bootstrap_servers or "", [topic], lambda _t, _k, v: seen.append(v), timeout=60
+    )
+    print(f"read {read} of the 5 records in one batch")
+    assert read == 5 and seen == [b'{"n":%d}' % i for i in range(5)]
