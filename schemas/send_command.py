@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from ._base import E164, Record, SchemaV1, SenderId, UtcDatetime, Version
+from .outage_event import OutageSeverity
 
 __all__ = ["Encoding", "MessageKind", "SendCommand"]
 
@@ -45,3 +46,14 @@ class SendCommand(Record):
         default=False, description="True only when a life-safety outage overrides an opt-out."
     )
     language: str = "en"
+    outage_severity: OutageSeverity | None = Field(
+        default=None,
+        description=(
+            "The outage's severity as this text states it. With outage_eta, what the "
+            "dispatcher compares with the outage's latest version: a queued text is stale "
+            "only when a newer version differs enough to earn a text of its own."
+        ),
+    )
+    outage_eta: UtcDatetime | None = Field(
+        default=None, description="The ETA this text states (outage texts only)."
+    )

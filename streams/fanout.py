@@ -380,6 +380,7 @@ class FanoutPlanner:
         g_quiet = f"{Decision.TARGETED.value}:{Reason.QUIET_HOURS_DEFERRAL.value}"
         g_sent = f"{Decision.TARGETED.value}:-"
         severity_s, status_s = outage.severity.value, outage.status.value
+        eta_s = format_utc(outage.eta) if outage.eta is not None else None
 
         def flush() -> FanoutChunk:
             nonlocal chunk, groups
@@ -528,6 +529,8 @@ class FanoutPlanner:
                         "expires_at": expires,
                         "life_safety_bypass": bypass is not None,
                         "language": lang,
+                        "outage_severity": severity_s,
+                        "outage_eta": eta_s,
                     }
                 )
                 tail = tails[shape] = b"," + whole[1:]

@@ -385,6 +385,8 @@ def test_first_version_alerts_with_stop_footer_and_a_valid_command() -> None:
     assert cmd["command_id"] == command_id(OID, 1, A)
     assert cmd["created_at"] == "2024-07-01T18:00:00Z"
     assert cmd["expires_at"] == "2024-07-02T06:00:00Z"
+    # What the text states, for the dispatcher's staleness check at send time.
+    assert (cmd["outage_severity"], cmd["outage_eta"]) == ("service", "2024-07-01T21:00:00Z")
     parsed = SendCommand.from_bytes(result.chunks[0].commands[0][1])
     assert parsed.to == A
     assert parsed.created_at == T0
