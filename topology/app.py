@@ -44,6 +44,7 @@ from streams.retry import RetryPolicy
 from .emitter import BatchEmitter
 from .faust_patches import SafeTableManager
 from .guard import RetriesExhausted, process_guarded
+from .replies_batch import MemoReplyTexts, RepliesBatch
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
 from .topics import Role, TopicRegistry
@@ -73,6 +74,7 @@ class OutageSmsApp:
     emitter: BatchEmitter | None = None
     views: LocalViews | None = None
     areas: AreaViews | None = None
+    replies: RepliesBatch | None = None
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(metric, label name, label value) -> total, for ``/metrics`` (topology.web)."""
 
@@ -175,7 +177,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     built.emitter = emitter
     built.views = views
     built.areas = areas
-    reply_texts = ReplyTexts(s.program_name, s.support_contact)
+    reply_texts: ReplyTexts = MemoReplyTexts(s.program_name, s.support_contact)
     rules = reply_rules(s)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
@@ -456,6 +458,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         )
 
     async def handle_text(event: EventT[Any]) -> None:
+        """One text, per event: the exactly-once path (see ``RepliesBatch`` for the other)."""
         decoded = decode_inbound(event.key, event.value, s.max_record_bytes)
         if isinstance(decoded, Rejected):
             await reject(event, decoded, Role.INBOUND_DLQ)
@@ -508,16 +511,51 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         for record in out.audits:
             await emit(Role.AUDIT, key, record.to_bytes(), partition)
 
+    def count_text(intent: str) -> None:
+        built.counts["inbound_texts", "intent", intent] += 1
+
+    # At least once: a batch at a time, outputs and changelog records through the batch
+    # producer (topology.replies_batch: why, and how every guarantee is kept). Exactly
+    # once: per event, every output joining Faust's transaction.
+    replies = None
+    if not transactional:
+        replies = RepliesBatch(
+            bootstrap_servers=s.bootstrap_servers,
+            registry=registry,
+            partitions=s.partitions,
+            max_record_bytes=s.max_record_bytes,
+            tables=built.tables,
+            views=views,
+            areas=areas,
+            texts=reply_texts,
+            rules=rules,
+            reject=reject,
+            count=count_text,
+            crash=app.crash,
+            policy=policy,
+        )
+        built.replies = replies
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]
+        async def _stop_replies(sender: Any, *args: Any, **kwargs: Any) -> None:
+            await replies.emitter.stop()
+
     # Keyed by the customer's phone: beside their subscriber, opt-out and loop state, and the
     # partition's copy of every outage (area_outages).
     @app.agent(built.topics[Role.INBOUND], name="inbound")
     async def inbound(stream: faust.StreamT[bytes]) -> None:
-        await guarded(stream, Role.INBOUND_DLQ, handle_text)
+        if replies is not None:
+            await replies.run(stream)
+        else:
+            await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
     # Texts that arrived on a partition other than their number's, re-keyed by us.
     @app.agent(built.topics[Role.INBOUND_BY_PHONE], name="inbound_rekeyed")
     async def inbound_rekeyed(stream: faust.StreamT[bytes]) -> None:
-        await guarded(stream, Role.INBOUND_DLQ, handle_text)
+        if replies is not None:
+            await replies.run(stream)
+        else:
+            await guarded(stream, Role.INBOUND_DLQ, handle_text)
 
     register_web(built, reply_texts, rules)
     return built

@@ -1,0 +1,51 @@
+"""The broker-free parts of the batched replies path (topology.replies_batch)."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from faust.serializers import codecs
+
+from streams.reply_texts import ReplyTexts
+from topology.replies_batch import MemoReplyTexts, table_key
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {"p": 3, "all": False, "senders": ["87654"], "history": [{"at": "2026-11-24T20:00:00Z"}]},
+        {"seen": [[1764014400.5, "m-1", "stop"]], "out": [1764014400.5], "menu": None},
+    ],
+)
+def test_changelog_records_are_what_faust_writes(value: object) -> None:
+    # RocksDB looks a key up byte for byte: it must be Faust's exact key; values are read
+    # back as JSON (by Faust's recovery, table.get and the dispatcher's changelog view).
+    assert table_key("+14155550111") == codecs.dumps("json", "+14155550111")
+    assert json.loads(orjson.dumps(value)) == json.loads(codecs.dumps("json", value))
+
+
+def test_memo_reply_texts_answer_exactly_like_reply_texts() -> None:
+    plain, memo = (
+        ReplyTexts("Acme Power", "1-800-555-0100"),
+        MemoReplyTexts("Acme Power", "1-800-555-0100"),
+    )
+    for _ in range(2):  # the second round is answered from the memo
+        for lang in ("en", "es", "fr"):
+            assert memo.help(lang) == plain.help(lang)
+            assert memo.opted_out(lang, True) == plain.opted_out(lang, True)
+            assert memo.opted_in(lang) == plain.opted_in(lang)
+            assert memo.unknown_number(lang) == plain.unknown_number(lang)
+            assert memo.ongoing(lang, 2, "9:30 PM", "https://x.example/s") == plain.ongoing(
+                lang, 2, "9:30 PM", "https://x.example/s"
+            )
+
+
+def test_memo_reply_texts_stay_bounded() -> None:
+    memo = MemoReplyTexts("Acme Power", "1-800-555-0100")
+    memo.MAX_REMEMBERED = 3
+    for minute in range(10):
+        memo.ongoing("en", 1, f"9:{minute:02d} PM", None)
+    assert len(memo._memo) == 3
