@@ -9,10 +9,12 @@ and the E.164 form only for a valid number, the zones without ``time_zones_for_n
 own re-typing) and keeps the answer in a bounded LRU, so a number seen again (an inbound
 text, a CRM update, the replay re-reading a topic) costs a dictionary look-up.
 
-The combination is phonenumbers' own: ``is_valid_number`` is
-``is_valid_number_for_region(n, region_code_for_number(n))``, and ``number_type`` is the
-same ``_number_type_helper`` over the same metadata, so a valid number's type is the one
-the validity check already computed. ``tests/unit/test_phones.py`` pins the equivalence
+The combination is phonenumbers' own code (9.0), inlined so nothing is computed twice:
+``is_valid_number`` is ``is_valid_number_for_region(n, region_code_for_number(n))``;
+``number_type`` is the same ``_number_type_helper`` over the same metadata, so a valid
+number's type is the one the validity check computed; and for a calling code shared by
+several regions (+1, +44, +7) the region search already ran that helper for the region it
+picked, unless leading digits decided it. ``tests/unit/test_phones.py`` pins the equivalence
 against the public functions over numbers from every calling code.
 """
 
@@ -22,7 +24,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata, PhoneNumberType
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    REGION_CODE_FOR_NON_GEO_ENTITY,
+    PhoneMetadata,
+    PhoneNumberType,
+)
 from phonenumbers import timezone as pn_timezone
 from phonenumbers.phonenumberutil import (
     _number_type_helper,
@@ -30,6 +37,7 @@ from phonenumbers.phonenumberutil import (
     is_number_type_geographical,
     national_significant_number,
 )
+from phonenumbers.re_util import re_compile
 
 __all__ = ["PHONE_CACHE_SIZE", "NumberAnalysis", "analyse_number"]
 
@@ -66,17 +74,41 @@ def analyse_number(value: str) -> NumberAnalysis:
     except phonenumbers.NumberParseException as exc:
         return NumberAnalysis(str(exc), False, PhoneNumberType.UNKNOWN, None, None)
     invalid = NumberAnalysis(None, False, PhoneNumberType.UNKNOWN, None, None)
-    region = phonenumbers.region_code_for_number(parsed)
     cc = parsed.country_code
-    if region is None or cc is None:
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(cc) if cc is not None else None
+    if cc is None or regions is None:
         return invalid
-    # is_valid_number_for_region, keeping the type it computes.
+    nsn = national_significant_number(parsed)
+    # region_code_for_number, keeping the type its search computes for a shared code (+1).
+    found: int | None = None
+    region: str | None
+    if len(regions) == 1:
+        region = regions[0]
+    else:
+        region = None
+        for code in regions:
+            md = PhoneMetadata.metadata_for_region(code.upper(), None)
+            if md is None:
+                continue
+            if md.leading_digits is not None:
+                if re_compile(md.leading_digits).match(nsn):
+                    region = code
+                    break
+            else:
+                kind = _number_type_helper(nsn, md)
+                if kind != PhoneNumberType.UNKNOWN:
+                    region, found = code, kind
+                    break
+        if region is None:
+            return invalid
+    # is_valid_number_for_region, keeping the type it computes (the same helper over the
+    # same metadata as the search above, when the search computed one).
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(cc, region.upper())
     if metadata is None or (
         region != REGION_CODE_FOR_NON_GEO_ENTITY and cc != country_code_for_valid_region(region)
     ):
         return invalid
-    kind = _number_type_helper(national_significant_number(parsed), metadata)
+    kind = found if found is not None else _number_type_helper(nsn, metadata)
     if kind == PhoneNumberType.UNKNOWN:
         return invalid
     return NumberAnalysis(
