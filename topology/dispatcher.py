@@ -13,8 +13,11 @@ Plain aiokafka, not a Faust agent, for three reasons the issue's guarantees forc
 At most once per ``command_id``: before each request the ledger (a compacted topic,
 partition for partition beside the dispatch topic) records ``sending`` and the broker
 acknowledges it; the outcome replaces it. An owner that finds ``sending`` after a crash
-does not send again: the command ends ``failed: outcome_unknown``. Offsets are committed
-up to the lowest command without an acknowledged terminal outcome.
+does not send again: the command ends ``failed: outcome_unknown``. A sender's next few
+intents are written ahead, as many as it sends in twice the broker's ack time (at most
+``intent_horizon``), so that one ack round trip per command does not cap its rate; a
+crash fails those few as ``outcome_unknown`` too. Offsets are committed up to the lowest
+command without an acknowledged terminal outcome.
 
 At send time the dispatcher reads two replicated views, each a plain consumer of a Faust
 table's changelog: opt-outs (a STOP that arrived after the fan-out still stops the text)
