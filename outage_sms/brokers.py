@@ -64,6 +64,8 @@ class RunningBroker:
     output_path: Path | None = None
     """The process's stdout and stderr (Kafka: kafka.out, where JVM errors go)."""
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
+    _relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
+    """Starts the broker process again on the same ports and data (Apache Kafka only)."""
 
     def log_tails(self, lines: int = 25) -> str:
         """The last lines of the process output and of the broker log, each named."""
@@ -86,6 +88,29 @@ class RunningBroker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def halt(self, *, kill: bool = True) -> None:
+        """Take the broker down but keep its port and data, for :meth:`resume` (fault tests:
+        a broker crash with ``kill``, a clean broker restart without)."""
+        if self._relaunch is None:
+            raise BrokerError(f"a {self.kind} broker started here cannot be restarted")
+        if kill:
+            self.kill()
+        elif self.process is not None:
+            terminate(self.process, grace=30)
+
+    def resume(self, timeout: float = 90.0) -> None:
+        """Start the broker again after :meth:`halt`, on the same port and data, and return
+        once it answers metadata requests."""
+        if self._relaunch is None:
+            raise BrokerError(f"a {self.kind} broker started here cannot be restarted")
+        if self.process is not None and self.process.poll() is None:
+            raise BrokerError("the broker is still running: halt() it first")
+        self.process = self._relaunch()
+        try:
+            wait_until_ready(self.bootstrap, timeout, self.process)
+        except BrokerError as exc:
+            raise BrokerError(f"Apache Kafka did not restart ({exc})\n{self.log_tails()}") from None
 
 
 def terminate(proc: subprocess.Popen[bytes], grace: float) -> int | None:
@@ -445,15 +470,20 @@ def _start_kafka_once(
     )
     if fmt.returncode != 0:
         raise BrokerError(f"Kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
-    with out_path.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603
-            [*jvm, "kafka.Kafka", str(props)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
-        )
+
+    def launch(mode: str = "wb") -> subprocess.Popen[bytes]:
+        with out_path.open(mode) as out:
+            return subprocess.Popen(  # noqa: S603
+                [*jvm, "kafka.Kafka", str(props)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+
+    proc = launch()
     broker = RunningBroker("kafka", f"127.0.0.1:{port}", proc, workdir, log_path, out_path)
+    broker._relaunch = lambda: launch("ab")
     try:
         wait_until_ready(broker.bootstrap, 90, proc)
     except BrokerError as exc:
