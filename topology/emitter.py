@@ -9,12 +9,15 @@ broker, which is the point after which it is safe to remember "sent" (see the fa
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 __all__ = ["BatchEmitter"]
+
+log = logging.getLogger(__name__)
 
 
 class BatchEmitter:
@@ -25,6 +28,7 @@ class BatchEmitter:
         max_batch_bytes: int = 512 * 1024,
         linger_ms: int = 5,
         client_id: str = "outage-sms-emitter",
+        stop_timeout: float = 10.0,
     ) -> None:
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -34,6 +38,7 @@ class BatchEmitter:
             "max_batch_size": max_batch_bytes,
             "max_request_size": 4 * max_batch_bytes,
         }
+        self._stop_timeout = stop_timeout
         self._producer: Any = None
         self._open: dict[tuple[str, int], Any] = {}
         self._inflight: list[asyncio.Future[Any]] = []
@@ -50,13 +55,26 @@ class BatchEmitter:
                 self._started = True
 
     async def stop(self) -> None:
+        """Flush and close, each within ``stop_timeout``: with the broker gone, aiokafka
+        would retry for as long as it is gone and the worker's shutdown would hang.
+
+        Records left unacknowledged were never remembered as told (the fan-out remembers
+        only after the ack), so whoever runs the fan-out next emits them again."""
         async with self._lock:
             if self._started:
                 try:
-                    await self.flush()
+                    await asyncio.wait_for(self.flush(), self._stop_timeout)
+                except TimeoutError:
+                    log.warning(
+                        "emitter: records unacknowledged after %.0fs; stopping without them",
+                        self._stop_timeout,
+                    )
                 finally:
-                    await self._producer.stop()
                     self._started = False
+                    try:
+                        await asyncio.wait_for(self._producer.stop(), self._stop_timeout)
+                    except TimeoutError:
+                        log.warning("emitter: producer did not close in %.0fs", self._stop_timeout)
 
     async def add(
         self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes]]
