@@ -22,14 +22,16 @@ __all__ = ["EXIT_SHUTDOWN_ABANDONED", "SHUTDOWN_TIMEOUT", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_TIMEOUT = 20.0
+SHUTDOWN_TIMEOUT = 25.0
 """Seconds a worker asked to stop (SIGTERM, SIGINT) may take before it exits anyway.
 
 Faust's orderly stop waits for every started record to be acknowledged and commits
 offsets, and both retry for as long as the broker is unreachable: a worker whose broker
 died hung in its shutdown for 25 minutes, ignoring SIGTERM. Leaving at the bound is a
 crash as far as the data goes, which the at-least-once design absorbs: uncommitted input
-is processed again by the next owner, and command ids make the repeats harmless."""
+is processed again by the next owner, and command ids make the repeats harmless. 25 s
+stays under the 30 s Kubernetes (and the test harness) give before SIGKILL, so a stuck
+stop ends with a log line saying why rather than a bare kill."""
 EXIT_SHUTDOWN_ABANDONED = 3
 """Exit code when the orderly stop did not finish within :data:`SHUTDOWN_TIMEOUT`."""
 
