@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -243,9 +244,17 @@ class WorkerProcess:
             raise AssertionError(f"worker exited with {code} on SIGTERM:\n{self.log_tail()}")
 
     def kill(self) -> None:
+        """SIGKILL: no shutdown, no final commit, no producer flush."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self.proc is not None:
+            self._log.close()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the worker stops where it is, mid-whatever, until :meth:`kill`."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
 
     async def log_contains(self, text: str, count: int = 1, timeout: float = 90.0) -> None:
         """Await ``count`` log lines containing ``text`` (needs OUTAGE_SMS_LOG_LEVEL=INFO)."""
@@ -355,3 +364,63 @@ class SteadyProducer:
 
     def sent_between(self, start: float, end: float) -> int:
         return sum(1 for t in self.sent_at if start <= t < end)
+
+
+SUBSCRIBER_FACTS = {
+    "line": "fixed_line_or_mobile",
+    "textable": True,
+    "country": "US",
+    "timezone": None,
+}
+"""What the customers agent stores about a valid US mobile number."""
+
+
+def nanp_phone(i: int) -> str:
+    """The i-th of a million valid NANP numbers: exchanges 200-299 of area code 415."""
+    return f"+1415{200 + i // 10_000:03d}{i % 10_000:04d}"
+
+
+def subscriber_state(
+    numbers: Iterable[tuple[int, str]],
+    partitions: int,
+    *,
+    consent: Callable[[int], bool] = lambda i: True,
+    regions: tuple[str, ...] = ("R1",),
+) -> Iterable[tuple[int, bytes, bytes]]:
+    """``subscribers`` changelog records, one customer ``C<i>`` per ``(i, number)``: the
+    table state a worker recovers, written without the customers agent (for
+    :func:`preload_partitions`)."""
+    from topology.views import phone_partition
+
+    for i, number in numbers:
+        p = phone_partition(number.encode(), partitions)
+        cid = f"C{i:07d}"
+        customer = {
+            "customer_id": cid,
+            "phone": number,
+            "regions": list(regions),
+            "sms_consent": consent(i),
+            "language": "en",
+        }
+        value = {"p": p, "facts": SUBSCRIBER_FACTS, "customers": {cid: customer}}
+        yield p, orjson.dumps(number), orjson.dumps(value)
+
+
+class EndOffsets:
+    """How many records a topic holds (sum of end offsets on Apache Kafka), from one
+    long-lived client: cheap enough to poll while a worker races through a fan-out."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+
+    async def __aenter__(self) -> EndOffsets:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def total(self) -> int:
+        ends = await self._consumer.end_offsets(self.tps)
+        return int(sum(ends.values()))
