@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -14,7 +17,7 @@ from streams.errors import ConfigurationError
 from topology.settings import Settings
 from topology.topics import TopicRegistry, TopicSpec
 
-__all__ = ["ConfigurationError", "TopicReport", "ensure_topics"]
+__all__ = ["ConfigurationError", "TopicReport", "end_offsets", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,32 @@ _TOPIC_ALREADY_EXISTS = 36
 class TopicReport:
     created: list[str]
     existing: list[str]
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], timeout: float = 5.0
+) -> dict[TopicPartition, int]:
+    """Each partition's end offset as of now, right on Tansu too.
+
+    Tansu answers ListOffsets(latest) with its last batch's base offset + 1, so a reader
+    that stops there misses the rest of a last batch of several records (the fan-out, the
+    replies and the dispatcher all write batches). The high watermark in a fetch answer is
+    right: one fetch at the listed end corrects it. ``tps`` must be assigned to
+    ``consumer``; the caller seeks where it wants to read afterwards.
+    """
+    ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(tps)))
+    pending = {tp for tp in tps if ends[tp] > 0}
+    for tp in pending:
+        consumer.seek(tp, ends[tp] - 1)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        await consumer.getmany(*pending, timeout_ms=100, max_records=1)
+        for tp in list(pending):
+            high = consumer.highwater(tp)
+            if high is not None:
+                ends[tp] = max(ends[tp], high)
+                pending.discard(tp)
+    return ends
 
 
 async def _admin(bootstrap: str) -> AIOKafkaAdminClient:

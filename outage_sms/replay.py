@@ -30,6 +30,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from outage_sms.admin import end_offsets
 from schemas._phone import PHONE_CACHE_SIZE
 from streams.content import ContentPolicy
 from streams.errors import ConfigurationError
@@ -427,7 +428,7 @@ async def _read_audit(
     tps = await _partitions(c, topic)
     c.assign(tps)
     begins = await c.beginning_offsets(tps)
-    ends = await c.end_offsets(tps)
+    ends = await end_offsets(c, tps)
     out: list[tuple[dict[str, Any], bytes]] = []
     unreadable = 0
     async for m in _merged(c, begins, ends, {topic: 0}):
@@ -479,7 +480,7 @@ async def run_replay(
             )
         c.assign(tps)
         begins = await c.beginning_offsets(tps)
-        ends = await c.end_offsets(tps)
+        ends = await end_offsets(c, tps)
         stops = dict(ends)
         scope_from: dict[TopicPartition, int] = {tp: begins[tp] for tp in tps}
         scope_to: dict[TopicPartition, int] = dict(ends)

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from outage_sms.admin import end_offsets
 from streams.errors import ConfigurationError
 from streams.report import OutageReport, render_funnel
 from topology.settings import Settings
@@ -90,7 +91,8 @@ async def read_topics(
                 "and the topic names (`outage-sms topics list`), or create them with "
                 "`outage-sms topics create`"
             )
-        ends = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        ends = await end_offsets(consumer, tps)
         todo = {tp: end for tp, end in ends.items() if end > 0}
         total = sum(todo.values())
         consumer.assign(list(todo))
@@ -99,19 +101,12 @@ async def read_topics(
         read = 0
         started = time.monotonic()
         next_line = started + every
-        widened: set[TopicPartition] = set()
         while todo:
             batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for tp, msgs in batch.items():
                 end = todo.get(tp)
                 if end is None:
                     continue
-                if tp not in widened:
-                    # Tansu answers ListOffsets(latest) with the last batch's base offset
-                    # + 1, short of the rest of a batch of several records; the high
-                    # watermark in its fetch answers is right. Taken once, as of now.
-                    widened.add(tp)
-                    end = todo[tp] = max(end, consumer.highwater(tp) or 0)
                 for m in msgs:
                     if m.offset >= end:
                         break
