@@ -90,6 +90,11 @@ log = logging.getLogger(__name__)
 #: Ledger keys of per-sender limiter state; command ids never start with a NUL.
 _LIMITER_KEY = "\x00limiter\x00"
 
+#: Records decoded or re-keyed between yields to the event loop. A fetched batch of
+#: thousands (tens of microseconds each) would otherwise hold the loop for a fraction of a
+#: second, and pacing at burst 1 never wins back the time a due sender waited.
+_YIELD_EVERY = 200
+
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
@@ -295,6 +300,8 @@ class Dispatcher:
         self._active: dict[str, int] = {}
         """Command ids queued, waiting or in flight here -> their partition."""
         self._owned: set[int] = set()
+        self._releases = 0
+        """Counts releases: a batch being read stops at one (the partition may be gone)."""
         self._paused: set[int] = set()
         self._committed: dict[int, int] = {}
         self._slots = asyncio.Semaphore(s.dispatch_concurrency)
@@ -424,6 +431,8 @@ class Dispatcher:
                     partition = phone_partition(sender, self._n)
                     await self._router_emitter.add(topic, partition, [(sender, r.value or b"")])
                     n += 1
+                    if n % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let due senders go (see _YIELD_EVERY)
             await self._router_emitter.flush()
             with contextlib.suppress(CommitFailedError):
                 await self._router.commit()
@@ -494,6 +503,7 @@ class Dispatcher:
             self._committed.pop(p, None)
             self._paused.discard(p)
         self._owned.difference_update(owned)
+        self._releases += 1
         log.info("dispatch partitions %s released", owned)
 
     async def _load_ledger(self, partitions: list[int]) -> dict[str, dict[str, Any]]:
@@ -549,7 +559,12 @@ class Dispatcher:
                     if records:
                         self._consumer.seek(tp, records[0].offset)
                     continue
-                for r in records:
+                epoch = self._releases
+                for i, r in enumerate(records, 1):
+                    if i % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # let due senders go (see _YIELD_EVERY)
+                        if self._releases != epoch:
+                            break  # a release meanwhile: the owner re-reads from the commit
                     await self._accept(tp.partition, r.offset, r.key, r.value, r.timestamp)
             for p in list(self._owned):
                 tp = TopicPartition(self._topic[Role.DISPATCH], p)
