@@ -42,6 +42,9 @@ from .fanout import Offsets, bench_settings, partition_of, phone, preload, spawn
 
 __all__ = ["RepliesResult", "render_replies", "replies_bench"]
 
+UVLOOP = os.environ.get("OUTAGE_SMS_BENCH_UVLOOP") == "1"
+"""Run the worker and the plain agent on uvloop (bench.uvloop_worker; Faust's ``--loop``)."""
+
 BODIES = ("when will it be fixed?", "STATUS", "is the power back?", "HELP", "STOP")
 
 
@@ -196,7 +199,8 @@ async def replies_bench(
 
         log = Path(tmp) / "worker.log"
         with log.open("wb") as out:
-            proc = spawn("outage_sms", ["worker"], s, out)
+            worker = "bench.uvloop_worker" if UVLOOP else "outage_sms"
+            proc = spawn(worker, [] if UVLOOP else ["worker"], s, out)
             try:
                 commands = reg[Role.SEND_COMMANDS].name
                 async with Offsets(bootstrap, commands, partitions, count=kind == "tansu") as off:
