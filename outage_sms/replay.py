@@ -49,7 +49,7 @@ from streams.replay import (
     parse_time,
     summarise_checks,
 )
-from topology.rules import fanout_planner, reply_rules
+from topology.rules import dispatch_rules, fanout_planner, reply_rules
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 from topology.views import phone_partition
@@ -78,6 +78,7 @@ def build_config(s: Settings) -> ReplayConfig:
         content=ContentPolicy(s.forbidden_words, s.url_shorteners),
         reply_texts=MemoReplyTexts(s.program_name, s.support_contact),
         reply_rules=reply_rules(s),
+        dispatch_rules=dispatch_rules(s),
         max_record_bytes=s.max_record_bytes,
         fanout_warn_hours=s.fanout_warn_hours,
     )

@@ -10,8 +10,10 @@ since the fan-out created it, in the order an auditor reads them:
 2. ``opted_out``: a STOP arrived meanwhile (all senders, or this sender), unless the
    command carries ``life_safety_bypass``; a STOP confirmation and a HELP answer are
    exempt, since they answer the customer's own message;
-3. ``stale``: the outage was resolved, or superseded by a newer version, while the command
-   queued; a ``restored`` text is stale only if the outage reopened after it;
+3. ``stale``: the outage was resolved, or superseded by a newer version worth a text of its
+   own (the fan-out's rule: another severity, or the ETA moved past the threshold) while
+   the command queued; a smaller change sends nobody anything, so the queued text still
+   goes. A ``restored`` text is stale only if the outage reopened after it;
 4. ``expired``: past ``expires_at``, or its ``not_before`` falls after it;
 5. ``not_before`` in the future: defer; otherwise send.
 
@@ -100,6 +102,9 @@ _OUTAGE_KINDS = frozenset({MessageKind.ALERT, MessageKind.UPDATE, MessageKind.RE
 class DispatchRules:
     optout_exempt: frozenset[MessageKind] = frozenset({MessageKind.CONFIRMATION, MessageKind.HELP})
     """Kinds an opt-out does not stop: the one STOP confirmation, and HELP answers."""
+    eta_change: timedelta = timedelta(minutes=30)
+    """The fan-out's ETA threshold (OUTAGE_SMS_ETA_CHANGE_MINUTES): a smaller move earns no
+    new text, so it does not make a queued one stale either."""
 
 
 def _optout_blocks(optout: Mapping[str, Any] | None, sender: str) -> str | None:
@@ -113,7 +118,9 @@ def _optout_blocks(optout: Mapping[str, Any] | None, sender: str) -> str | None:
     return None
 
 
-def _staleness(cmd: SendCommand, outage: Mapping[str, Any] | None) -> str | None:
+def _staleness(
+    cmd: SendCommand, outage: Mapping[str, Any] | None, eta_change: timedelta
+) -> str | None:
     if outage is None or cmd.outage_id is None or cmd.kind not in _OUTAGE_KINDS:
         return None
     version, status = outage.get("version"), outage.get("status")
@@ -125,9 +132,34 @@ def _staleness(cmd: SendCommand, outage: Mapping[str, Any] | None) -> str | None
         return f"reopened as version {version}" if newer and not resolved else None
     if resolved:
         return "resolved"
-    if newer:
+    if newer and _news_since(cmd, outage, eta_change):
         return f"superseded by version {version}"
     return None
+
+
+def _news_since(cmd: SendCommand, outage: Mapping[str, Any], eta_change: timedelta) -> bool:
+    """Would the fan-out text this number again for ``outage``, after this command?
+
+    The fan-out's own rule (streams.fanout): a new severity, or an ETA moved by more than
+    the threshold. Without news it tells nobody again, so the queued text is the only one
+    the customer will get about this outage and must still go (its ETA is within the
+    threshold of the latest). Commands that do not say what they state (older producers)
+    count any newer version as news, as before.
+    """
+    if cmd.outage_severity is None:
+        return True
+    if outage.get("severity") != cmd.outage_severity.value:
+        return True
+    eta = outage.get("eta")
+    if (eta is None) != (cmd.outage_eta is None):
+        return True
+    if eta is None or cmd.outage_eta is None:
+        return False
+    try:
+        latest = datetime.fromisoformat(eta)
+    except (TypeError, ValueError):
+        return True
+    return abs(latest - cmd.outage_eta) > eta_change
 
 
 def decide(
@@ -147,7 +179,7 @@ def decide(
         if not cmd.life_safety_bypass:
             return Terminal(DeliveryOutcome.SUPPRESSED, Reason.OPTED_OUT, scope)
         bypassed = (Reason.OPTED_OUT.value,)
-    stale = _staleness(cmd, outage)
+    stale = _staleness(cmd, outage, rules.eta_change)
     if stale is not None:
         return Terminal(DeliveryOutcome.SUPPRESSED, Reason.STALE, stale)
     if cmd.expires_at is not None:

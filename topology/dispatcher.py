@@ -79,6 +79,7 @@ from streams.ratelimit import ClientLimit, RateLimiter, SenderLimit
 from streams.senders import parse_pool
 
 from .emitter import BatchEmitter
+from .rules import dispatch_rules
 from .settings import Settings
 from .topics import Role, TopicRegistry
 from .views import phone_partition
@@ -255,7 +256,7 @@ class Dispatcher:
         self.provider = provider
         self._clock = clock
         self._policy = policy or SendPolicy()
-        self._rules = rules or DispatchRules()
+        self._rules = rules or dispatch_rules(s)
         self._pool = parse_pool(s.senders)
         self._usable = {sender.id for sender in self._pool.senders if sender.usable}
         self.limiter = RateLimiter(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from streams.dispatch import DispatchRules
 from streams.fanout import FanoutPlanner, FanoutRules
 from streams.keywords import KeywordConfig
 from streams.loops import LoopRules
@@ -17,7 +18,7 @@ from streams.templates import Templates
 
 from .settings import Settings
 
-__all__ = ["fanout_planner", "reply_rules"]
+__all__ = ["dispatch_rules", "fanout_planner", "reply_rules"]
 
 
 def fanout_planner(s: Settings) -> FanoutPlanner:
@@ -34,6 +35,12 @@ def fanout_planner(s: Settings) -> FanoutPlanner:
             default_timezone=s.default_timezone,
         ),
     )
+
+
+def dispatch_rules(s: Settings) -> DispatchRules:
+    """Send-time rules; the ETA threshold is the fan-out's, so that a queued text is stale
+    exactly when the fan-out has sent a newer one in its place."""
+    return DispatchRules(eta_change=timedelta(minutes=s.eta_change_minutes))
 
 
 def reply_rules(s: Settings) -> ReplyRules:

@@ -151,6 +151,60 @@ def test_superseded_while_queued_is_stale(kind: str) -> None:
     assert got == Terminal(DeliveryOutcome.SUPPRESSED, Reason.STALE, "superseded by version 5")
 
 
+ETA = "2025-03-01T15:00:00Z"
+
+
+def stated(**extra: Any) -> SendCommand:
+    """A command that says which severity and ETA its text gives (the fan-out's)."""
+    return command(outage_severity="service", outage_eta=ETA, **extra)
+
+
+def newer(eta: str | None = ETA, severity: str = "service") -> dict[str, Any]:
+    return {**outage(5, "updated"), "severity": severity, "eta": eta}
+
+
+@pytest.mark.parametrize("kind", ["alert", "update"])
+@pytest.mark.parametrize("eta", [ETA, "2025-03-01T15:30:00Z", "2025-03-01T14:30:00Z"])
+def test_a_newer_version_without_news_leaves_the_queued_text_to_go(kind: str, eta: str) -> None:
+    """The fan-out texts nobody for an ETA move within the threshold: the queued text is the
+    customer's only news of the outage, so it goes (it used to be dropped as superseded)."""
+    assert decide(stated(kind=kind), None, newer(eta), False, NOW) == Send()
+
+
+@pytest.mark.parametrize(
+    ("latest", "why"),
+    [
+        (newer("2025-03-01T15:31:00Z"), "ETA moved past the threshold"),
+        (newer("2025-03-01T14:29:00Z"), "ETA moved earlier past the threshold"),
+        (newer(None), "ETA withdrawn"),
+        (newer(severity="life_safety"), "escalated"),
+    ],
+)
+def test_a_newer_version_with_news_supersedes_the_queued_text(
+    latest: dict[str, Any], why: str
+) -> None:
+    got = decide(stated(), None, latest, False, NOW)
+    assert got == Terminal(DeliveryOutcome.SUPPRESSED, Reason.STALE, "superseded by version 5"), why
+
+
+def test_an_eta_given_after_none_is_news() -> None:
+    cmd = command(outage_severity="service", outage_eta=None)
+    assert isinstance(decide(cmd, None, newer(ETA), False, NOW), Terminal)
+    assert decide(cmd, None, newer(None), False, NOW) == Send()
+
+
+def test_the_eta_threshold_is_the_configured_one() -> None:
+    rules = DispatchRules(eta_change=timedelta(minutes=10))
+    latest = newer("2025-03-01T15:15:00Z")
+    assert isinstance(decide(stated(), None, latest, False, NOW, rules), Terminal)
+    assert decide(stated(), None, latest, False, NOW) == Send()
+
+
+def test_resolution_is_news_whatever_the_command_states() -> None:
+    got = decide(stated(), None, {**newer(), "status": "resolved"}, False, NOW)
+    assert got == Terminal(DeliveryOutcome.SUPPRESSED, Reason.STALE, "resolved")
+
+
 def test_the_same_or_an_older_version_is_current() -> None:
     assert decide(command(outage_version=4), None, outage(4, "updated"), False, NOW) == Send()
     assert decide(command(outage_version=4), None, outage(3, "updated"), False, NOW) == Send()

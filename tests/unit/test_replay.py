@@ -294,9 +294,11 @@ def send_time_audit(cid: str, reason: str, at: datetime, detail: str | None) -> 
 def test_send_time_audits_are_checked_at_their_recorded_time() -> None:
     cid = _alert_command(ReplayEngine(config()).feed_all(run_records()))
     checks = [
-        # v2 arrived at minute 3 (its record time): superseded at minute 4, not at minute 2.
+        # v3 (ETA +45 min, worth an update) arrived at minute 6: superseded at minute 6.5.
+        # v2 (minute 3, ETA +10 min) sent nobody anything, so the alert still went at
+        # minute 4: a recorded "superseded by version 2" there is divergent.
+        send_time_audit(cid, "stale", T0 + timedelta(minutes=6.5), "superseded by version 3"),
         send_time_audit(cid, "stale", T0 + timedelta(minutes=4), "superseded by version 2"),
-        send_time_audit(cid, "stale", T0 + timedelta(minutes=2), "superseded by version 2"),
         send_time_audit(cid, "duplicate", T0 + timedelta(minutes=4), None),
         send_time_audit("cmd-unknown", "opted_out", T0 + timedelta(minutes=4), "this sender"),
     ]
