@@ -29,7 +29,7 @@ def genesys_config(settings: Settings) -> GenesysConfig:
         raise ConfigurationError(
             "no provider credentials: set OUTAGE_SMS_GENESYS_CLIENT_ID and "
             "OUTAGE_SMS_GENESYS_CLIENT_SECRET (an OAuth client-credentials client with the "
-            "conversations:message:create permission) and OUTAGE_SMS_GENESYS_REGION; for "
+            "conversation:message:create permission) and OUTAGE_SMS_GENESYS_REGION; for "
             "a local fake, run `python -m outage_sms.fake_provider` and point "
             "OUTAGE_SMS_GENESYS_API_URL and OUTAGE_SMS_GENESYS_LOGIN_URL at it"
         )

@@ -259,6 +259,7 @@ class Dispatcher:
         self._rules = rules or dispatch_rules(s)
         self._pool = parse_pool(s.senders)
         self._usable = {sender.id for sender in self._pool.senders if sender.usable}
+        self._warned_senders: set[str] = set()
         self.limiter = RateLimiter(
             [
                 replace(
@@ -702,6 +703,16 @@ class Dispatcher:
         if sender not in self.limiter.limits or sender not in self._usable:
             q.pop(item)
             why = "not in the sender pool" if sender not in self.limiter.limits else "not active"
+            if sender not in self._warned_senders:
+                # Once per sender: a pool that differs from the worker's is a configuration
+                # error worth a log line, not only an audit record per command.
+                self._warned_senders.add(sender)
+                log.error(
+                    "commands name sender %s, %s in this dispatcher's OUTAGE_SMS_SENDERS: they "
+                    "fail as sender_unusable; give the dispatcher the worker's OUTAGE_SMS_SENDERS",
+                    sender,
+                    why,
+                )
             await self._finish(item, Terminal(DeliveryOutcome.FAILED, "sender_unusable", why), now)
             return False
         decision = decide(
