@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from outage_sms.admin import ensure_topics
 from outage_sms.brokers import start_broker, terminate
@@ -89,6 +90,29 @@ async def _await_log(path: Path, text: str, count: int, proc: Any, timeout: floa
             raise TimeoutError(f"no {count}x {text!r} in {path} after {timeout:.0f}s")
         await asyncio.sleep(0.2)
     return time.monotonic() - started
+
+
+async def _await_fanouts_committed(s: Settings, proc: Any, timeout: float) -> None:
+    """Await the worker group committing every fan-out record: each partition's fan-out is
+    done (by the first worker, if it finished that partition before the kill, or the
+    second). Log lines would miss partitions the first worker finished and committed."""
+    topic = TopicRegistry(s)[Role.OUTAGE_FANOUT].name
+    tps = [TopicPartition(topic, p) for p in range(s.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers)
+    await admin.start()
+    try:
+        started = time.monotonic()
+        while True:
+            offsets = await admin.list_consumer_group_offsets(s.faust_id, partitions=tps)
+            if all(offsets[tp].offset >= 1 for tp in tps):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({proc.returncode})")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"fan-outs not all committed after {timeout:.0f}s")
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
 
 
 async def _count_commands(s: Settings) -> tuple[int, Counter[str], int]:
@@ -161,7 +185,7 @@ async def kill_mid_fanout(
             await _await_log(logs[1], "Worker ready", 1, second, 1800)
             result.restart_to_ready_s = time.monotonic() - restarted
             progress("  worker 2 ready; awaiting the fan-out of every partition")
-            await _await_log(logs[1], "fan-out BIG v1 p", partitions, second, 1800)
+            await _await_fanouts_committed(s, second, 1800)
             result.restart_to_done_s = time.monotonic() - restarted
         finally:
             for proc in (first, second):
