@@ -516,9 +516,12 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
 
     # At least once: a batch at a time, outputs and changelog records through the batch
     # producer (topology.replies_batch: why, and how every guarantee is kept). Exactly
-    # once: per event, every output joining Faust's transaction.
+    # once: per event, every output joining Faust's transaction. Tansu: per event too, as
+    # its ListOffsets answer (the last batch's base offset + 1) would stop Faust's table
+    # recovery short of a multi-record changelog batch, forgetting a STOP; Faust's own
+    # producer writes one record per batch there (producer_max_batch_size above).
     replies = None
-    if not transactional:
+    if not transactional and s.broker_kind != "tansu":
         replies = RepliesBatch(
             bootstrap_servers=s.bootstrap_servers,
             registry=registry,

@@ -28,7 +28,9 @@ Guarantees kept, and how:
   emitter and one lock, so the records of one number's state reach its changelog partition
   in the order they were decided.
 
-Exactly-once mode keeps the per-event path (``topic.send`` joins Faust's transaction).
+Exactly-once mode keeps the per-event path (``topic.send`` joins Faust's transaction), and
+so does Tansu: its ListOffsets answer is the last batch's base offset + 1, so Faust's
+table recovery would stop short of a multi-record changelog batch written here.
 """
 
 from __future__ import annotations
