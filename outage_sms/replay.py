@@ -38,7 +38,6 @@ from streams.replay import (
     SOURCE_RANK,
     Comparison,
     InputRecord,
-    MemoReplyTexts,
     RecordClass,
     ReplayConfig,
     ReplayEngine,
@@ -49,6 +48,7 @@ from streams.replay import (
     parse_time,
     summarise_checks,
 )
+from streams.reply_texts import ReplyTexts
 from topology.rules import dispatch_rules, fanout_planner, reply_rules
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -76,7 +76,7 @@ def build_config(s: Settings) -> ReplayConfig:
         ),
         planner=fanout_planner(s),
         content=ContentPolicy(s.forbidden_words, s.url_shorteners),
-        reply_texts=MemoReplyTexts(s.program_name, s.support_contact),
+        reply_texts=ReplyTexts(s.program_name, s.support_contact),
         reply_rules=reply_rules(s),
         dispatch_rules=dispatch_rules(s),
         max_record_bytes=s.max_record_bytes,

@@ -60,12 +60,11 @@ from .fanout import (
 from .fanout import summary_record as fanout_summary_record
 from .intake import Accepted, Rejected, Tombstone, decode_customer, decode_inbound, decode_outage
 from .replies import AreaOutage, ReplyRules, area_outage_from_state, handle_inbound
-from .reply_texts import ReplyText, ReplyTexts
+from .reply_texts import ReplyTexts
 
 __all__ = [
     "Comparison",
     "InputRecord",
-    "MemoReplyTexts",
     "Mismatch",
     "RecordClass",
     "ReplayConfig",
@@ -147,22 +146,6 @@ def summary_record(
         config.fanout_warn_hours,
     )
     return record
-
-
-class MemoReplyTexts(ReplyTexts):
-    """``ReplyTexts`` with each rendered text kept: the same text always renders the same
-    (fitting and segment counting are pure), and a replay renders the same few texts tens
-    of thousands of times. Belongs in ``ReplyTexts`` itself, where the agent gains too."""
-
-    def __init__(self, program: str, support_contact: str, max_segments: int = 2) -> None:
-        super().__init__(program, support_contact, max_segments)
-        self._rendered: dict[str, ReplyText] = {}
-
-    def _done(self, text: str) -> ReplyText:
-        done = self._rendered.get(text)
-        if done is None:
-            done = self._rendered[text] = super()._done(text)
-        return done
 
 
 # ---- classifying recorded audit records -------------------------------------------

@@ -97,11 +97,22 @@ class ReplyTexts:
         self.max_segments = max_segments
         self._signatures = self._collect_signatures()
         self._prefix = normalize(self.program) + ":"
+        self._fitted: dict[str, ReplyText] = {}
+
+    MAX_REMEMBERED = 4096
+    """Fitted texts kept: fitting walks a text per character and was the largest part of
+    deciding a reply, and there are few distinct texts (menu, HELP, confirmations, one
+    status answer per outage state); bounded, since status answers carry ETAs."""
 
     def _done(self, text: str) -> ReplyText:
-        body = fit(transliterate(text), "", "", max_segments=self.max_segments)
-        cost = segment_info(body)
-        return ReplyText(body, cost.encoding, cost.segments)
+        hit = self._fitted.get(text)
+        if hit is None:
+            body = fit(transliterate(text), "", "", max_segments=self.max_segments)
+            cost = segment_info(body)
+            hit = ReplyText(body, cost.encoding, cost.segments)
+            if len(self._fitted) < self.MAX_REMEMBERED:
+                self._fitted[text] = hit
+        return hit
 
     def _fmt(self, template: str, **kw: object) -> str:
         return template.format(program=self.program, contact=self.contact, **kw)

@@ -44,7 +44,7 @@ from streams.retry import RetryPolicy
 from .emitter import BatchEmitter
 from .faust_patches import SafeTableManager
 from .guard import RetriesExhausted, process_guarded
-from .replies_batch import MemoReplyTexts, RepliesBatch
+from .replies_batch import RepliesBatch
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
 from .topics import Role, TopicRegistry
@@ -177,7 +177,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     built.emitter = emitter
     built.views = views
     built.areas = areas
-    reply_texts: ReplyTexts = MemoReplyTexts(s.program_name, s.support_contact)
+    reply_texts = ReplyTexts(s.program_name, s.support_contact)
     rules = reply_rules(s)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower

@@ -53,7 +53,7 @@ from streams.fanout import subscriber_from_state
 from streams.intake import Rejected, decode_inbound
 from streams.masking import mask_phone
 from streams.replies import ReplyRules, handle_inbound
-from streams.reply_texts import ReplyText, ReplyTexts
+from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
@@ -61,34 +61,11 @@ from .guard import process_guarded
 from .topics import Role, TopicRegistry
 from .views import AreaViews, LocalViews, phone_partition
 
-__all__ = ["MemoReplyTexts", "RepliesBatch", "StoreIO", "table_key"]
+__all__ = ["RepliesBatch", "StoreIO", "table_key"]
 
 log = logging.getLogger(__name__)
 
 Reject = Callable[[EventT[Any], Rejected, Role], Awaitable[None]]
-
-
-class MemoReplyTexts(ReplyTexts):
-    """Reply texts with the fitting and segment count of each distinct text remembered.
-
-    Fitting a text to its segments walks it character by character (``streams.sms_text``)
-    and was the largest part of deciding a reply; there are only a few distinct texts
-    (the menu, HELP, confirmations, one status answer per outage state).
-    """
-
-    MAX_REMEMBERED = 4096
-
-    def __init__(self, program: str, support_contact: str, max_segments: int = 2) -> None:
-        super().__init__(program, support_contact, max_segments)
-        self._memo: dict[str, ReplyText] = {}
-
-    def _done(self, text: str) -> ReplyText:
-        hit = self._memo.get(text)
-        if hit is None:
-            hit = super()._done(text)
-            if len(self._memo) < self.MAX_REMEMBERED:
-                self._memo[text] = hit
-        return hit
 
 
 def table_key(key: str) -> bytes:
@@ -205,8 +182,16 @@ class RepliesBatch:
         async for events in take(self._max_batch, within=self._within):
             batch: Sequence[EventT[Any]] = events  # noack_take yields events, not values
             async with self._lock:
-                await self._handle(batch)
-                acked = await self.emitter.send_open()
+                try:
+                    await self._handle(batch)
+                    acked = await self.emitter.send_open()
+                except Exception as exc:
+                    # Retries exhausted, or the producer refused the batch: stop the worker
+                    # with the batch unacked, so it is decided again after the restart. An
+                    # agent that merely raised would stall while the worker stayed up.
+                    log.critical("stopping the worker: %r", exc)
+                    await self._crash(exc)
+                    raise
             self._inflight.add(acked)
             acked.add_done_callback(partial(self._on_acked, stream, batch))
             if len(self._inflight) > self.MAX_INFLIGHT:

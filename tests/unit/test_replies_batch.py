@@ -9,7 +9,7 @@ import pytest
 from faust.serializers import codecs
 
 from streams.reply_texts import ReplyTexts
-from topology.replies_batch import MemoReplyTexts, table_key
+from topology.replies_batch import table_key
 
 
 @pytest.mark.parametrize(
@@ -27,25 +27,26 @@ def test_changelog_records_are_what_faust_writes(value: object) -> None:
     assert json.loads(orjson.dumps(value)) == json.loads(codecs.dumps("json", value))
 
 
-def test_memo_reply_texts_answer_exactly_like_reply_texts() -> None:
-    plain, memo = (
-        ReplyTexts("Acme Power", "1-800-555-0100"),
-        MemoReplyTexts("Acme Power", "1-800-555-0100"),
-    )
-    for _ in range(2):  # the second round is answered from the memo
+def test_remembered_reply_texts_are_the_texts_fitted_afresh() -> None:
+    warm = ReplyTexts("Acme Power", "1-800-555-0100")
+
+    def fresh() -> ReplyTexts:
+        return ReplyTexts("Acme Power", "1-800-555-0100")
+
+    for _ in range(2):  # the second round is answered from what ``warm`` remembered
         for lang in ("en", "es", "fr"):
-            assert memo.help(lang) == plain.help(lang)
-            assert memo.opted_out(lang, True) == plain.opted_out(lang, True)
-            assert memo.opted_in(lang) == plain.opted_in(lang)
-            assert memo.unknown_number(lang) == plain.unknown_number(lang)
-            assert memo.ongoing(lang, 2, "9:30 PM", "https://x.example/s") == plain.ongoing(
+            assert warm.help(lang) == fresh().help(lang)
+            assert warm.opted_out(lang, True) == fresh().opted_out(lang, True)
+            assert warm.opted_in(lang) == fresh().opted_in(lang)
+            assert warm.unknown_number(lang) == fresh().unknown_number(lang)
+            assert warm.ongoing(lang, 2, "9:30 PM", "https://x.example/s") == fresh().ongoing(
                 lang, 2, "9:30 PM", "https://x.example/s"
             )
 
 
-def test_memo_reply_texts_stay_bounded() -> None:
-    memo = MemoReplyTexts("Acme Power", "1-800-555-0100")
-    memo.MAX_REMEMBERED = 3
+def test_remembered_reply_texts_stay_bounded() -> None:
+    texts = ReplyTexts("Acme Power", "1-800-555-0100")
+    texts.MAX_REMEMBERED = 3
     for minute in range(10):
-        memo.ongoing("en", 1, f"9:{minute:02d} PM", None)
-    assert len(memo._memo) == 3
+        texts.ongoing("en", 1, f"9:{minute:02d} PM", None)
+    assert len(texts._fitted) == 3
