@@ -44,11 +44,11 @@ from streams.retry import RetryPolicy
 from .emitter import BatchEmitter
 from .faust_patches import SafeTableManager
 from .guard import RetriesExhausted, process_guarded
-from .replies_batch import RepliesBatch
+from .replies_batch import RepliesBatch, misplaced
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
 from .topics import Role, TopicRegistry
-from .views import AreaViews, LocalViews, area_key, memory_key, phone_partition
+from .views import AreaViews, LocalViews, area_key, memory_key
 from .web import register_web
 
 __all__ = ["OutageSmsApp", "create_app", "faust_broker_url"]
@@ -467,19 +467,8 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         phone = sms.from_
         key = phone.encode()
         partition = event.message.partition
-        home = phone_partition(key, s.partitions)
-        if partition != home:
-            # Written by a producer with another partitioner (librdkafka's default is
-            # CRC32): the number's state lives on ``home``. Handled there, never here,
-            # where a STOP would land beside nobody's state and the fan-out miss it.
-            log.warning(
-                "inbound %s on partition %d, its number's state is on %d: re-keyed; "
-                "producers of %s should use Kafka's default (murmur2) partitioner",
-                sms.message_id,
-                partition,
-                home,
-                event.message.topic,
-            )
+        home = misplaced(sms.message_id, key, event.message, s.partitions)
+        if home is not None:
             await emit(Role.INBOUND_BY_PHONE, key, event.value, home)
             return
         if not areas.built:

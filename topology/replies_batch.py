@@ -61,11 +61,32 @@ from .guard import process_guarded
 from .topics import Role, TopicRegistry
 from .views import AreaViews, LocalViews, phone_partition
 
-__all__ = ["RepliesBatch", "StoreIO", "table_key"]
+__all__ = ["RepliesBatch", "StoreIO", "misplaced", "table_key"]
 
 log = logging.getLogger(__name__)
 
 Reject = Callable[[EventT[Any], Rejected, Role], Awaitable[None]]
+
+
+def misplaced(message_id: str, key: bytes, message: Any, partitions: int) -> int | None:
+    """The partition a text belongs on, when it arrived on another one (logged).
+
+    Written by a producer with another partitioner (librdkafka's default is CRC32), a
+    text must be moved to the partition that holds its number's state: handled where it
+    landed, a STOP would sit beside nobody's state and the fan-out would miss it.
+    """
+    home = phone_partition(key, partitions)
+    if message.partition == home:
+        return None
+    log.warning(
+        "inbound %s on partition %d, its number's state is on %d: re-keyed; "
+        "producers of %s should use Kafka's default (murmur2) partitioner",
+        message_id,
+        message.partition,
+        home,
+        message.topic,
+    )
+    return home
 
 
 def table_key(key: str) -> bytes:
@@ -249,19 +270,8 @@ class RepliesBatch:
         phone = sms.from_
         key = phone.encode()
         partition = event.message.partition
-        home = phone_partition(key, self._partitions)
-        if partition != home:
-            # Written by a producer with another partitioner (librdkafka's default is
-            # CRC32): the number's state lives on ``home``. Handled there, never here,
-            # where a STOP would land beside nobody's state and the fan-out miss it.
-            log.warning(
-                "inbound %s on partition %d, its number's state is on %d: re-keyed; "
-                "producers of %s should use Kafka's default (murmur2) partitioner",
-                sms.message_id,
-                partition,
-                home,
-                event.message.topic,
-            )
+        home = misplaced(sms.message_id, key, event.message, self._partitions)
+        if home is not None:
             await self.emitter.add(self._names.by_phone, home, [(key, event.value)])
             return
         if not self._areas.built:
