@@ -102,12 +102,28 @@ class SafeRecovery(Recovery):
         if assignment:
             self.log.info("Seek stream partitions to committed offsets.")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+            await self._rewind_uncommitted(streams)
         self.completed.set()
         self.log.info("Resuming flow...")
         self.app.flow_control.resume()  # clears the agents' queues: nothing is in them yet
         # No await between the clear and here: no record can slip in and be cleared.
         consumer.resume_partitions(streams)
         consumer.resume_flow()
+
+    async def _rewind_uncommitted(self, streams: set[Any]) -> None:
+        """Start a stream partition this group never committed where a new group starts.
+
+        ``perform_seek`` leaves such a partition alone, at whatever position the fetcher
+        reached while the flow was stopped for the rebalance: past records it fetched and
+        Faust dropped (a worker killed during its first fan-out, before any commit, was
+        restarted and never fanned that outage out)."""
+        consumer = self.app.consumer
+        committed = cast(Any, consumer)._committed_offset
+        fresh = sorted(tp for tp in streams if committed.get(tp) is None)
+        if not fresh or self.app.conf.consumer_auto_offset_reset != "earliest":
+            return
+        for tp, offset in (await consumer.earliest_offsets(*fresh)).items():
+            await consumer.seek(tp, offset)
 
 
 class SafeTableManager(TableManager):

@@ -39,19 +39,10 @@ from tests.kafka_helpers import (
     produce,
     subscriber_state,
 )
-from topology.faust_patches import SafeRecovery
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
-
-needs_rewind = pytest.mark.skipif(
-    not hasattr(SafeRecovery, "_rewind_uncommitted"),
-    reason="a restarted worker loses input on partitions its group never committed (the "
-    "fan-out of a worker killed mid fan-out never resumes) until topology/faust_patches.py "
-    "rewinds them: the patch is in /work/notes/patch-faust-rewind-uncommitted.diff",
-)
-"""Temporary: drop once ``SafeRecovery._rewind_uncommitted`` is on main."""
 
 Reader = Callable[[Role], TopicReader]
 
@@ -61,7 +52,14 @@ SENDER_RATE = 250.0
 POOL = orjson.dumps(
     [{"id": sid, "type": "short_code", "rate": SENDER_RATE, "countries": ["US"]} for sid in SENDERS]
 ).decode()
-ENV = {"OUTAGE_SMS_LOG_LEVEL": "INFO", "OUTAGE_SMS_SENDERS": POOL}  # "Worker ready" at INFO
+SESSION_SECONDS = 6.0
+"""A killed member holds its partitions for the group's session timeout (30 s on Kafka by
+default): these tests kill workers and dispatchers, and need not wait that long."""
+ENV = {
+    "OUTAGE_SMS_LOG_LEVEL": "INFO",  # "Worker ready" is logged at INFO
+    "OUTAGE_SMS_SENDERS": POOL,
+    "OUTAGE_SMS_GROUP_SESSION_SECONDS": str(SESSION_SECONDS),
+}
 
 
 @pytest.fixture
@@ -73,6 +71,7 @@ async def crash_rig(settings: Settings) -> AsyncIterator[Rig]:
             "senders": POOL,
             "client_requests_per_minute": 10_000_000,
             "sender_rate_share": 0.9,  # as the dispatcher tests: CI stamps requests late
+            "group_session_seconds": SESSION_SECONDS,
         }
     )
     await ensure_topics(s)
@@ -137,7 +136,6 @@ FANOUT_CUSTOMERS = 8_000
 appear when the first partition is done, and the worker is stopped right then."""
 
 
-@needs_rewind
 async def test_worker_killed_mid_fanout_then_restarted_texts_each_eligible_customer_once(
     crash_rig: Rig, read: Reader, tmp_path: Path
 ) -> None:
@@ -244,7 +242,6 @@ def opted_out(optouts: TopicReader) -> set[str]:
     }
 
 
-@needs_rewind
 async def test_stops_interleaved_with_worker_kills_are_never_lost(
     crash_rig: Rig, read: Reader, tmp_path: Path
 ) -> None:
@@ -456,7 +453,6 @@ SLOW_POOL = orjson.dumps(
 ).decode()
 
 
-@needs_rewind
 async def test_two_workers_one_killed_mid_fanout_and_dispatch_texts_each_once_within_rates(
     crash_rig: Rig, read: Reader, tmp_path: Path
 ) -> None:
