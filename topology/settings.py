@@ -209,6 +209,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Serve /metrics (Prometheus) and /health on this port; 0: off.",
     )
+    replies_batch: bool = Field(
+        default=False,
+        description="Experimental: handle inbound texts a batch at a time on Apache Kafka "
+        "(topology/replies_batch.py, about a third of the CPU per text). Off: it lost texts "
+        "that arrived during table recovery in a fault test.",
+    )
     sender_rate_share: float = Field(
         default=0.97,
         gt=0,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -64,6 +66,11 @@ async def _create(settings: Settings, role: Role, configs: dict[str, str] | None
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, settings.partitions, 1, topic_configs=configs)])
+        # Apache Kafka lists a new topic a moment after creating it: until then the check
+        # under test would see it missing, not mismatched.
+        deadline = time.monotonic() + 30
+        while name not in await admin.list_topics() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
     return name
