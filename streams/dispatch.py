@@ -14,8 +14,10 @@ since the fan-out created it, in the order an auditor reads them:
    own (the fan-out's rule: another severity, or the ETA moved past the threshold) while
    the command queued; a smaller change sends nobody anything, so the queued text still
    goes. A ``restored`` text is stale only if the outage reopened after it;
-4. ``expired``: past ``expires_at``, or its ``not_before`` falls after it;
-5. ``not_before`` in the future: defer; otherwise send.
+4. ``not_alerted``: a ``restored`` text for an outage whose alert the dispatcher ended
+   unsent (``streams.first_contact``: the customer never heard of the outage);
+5. ``expired``: past ``expires_at``, or its ``not_before`` falls after it;
+6. ``not_before`` in the future: defer; otherwise send.
 
 After a provider answer (``after_result``): accepted is ``sent``; permanent is ``failed``
 with the provider's code and reason; 429 waits for ``Retry-After`` (and holds the whole
@@ -58,6 +60,8 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"
     OPTED_OUT = "opted_out"
     STALE = "stale"
+    #: A restored text for an outage whose alert never reached the number.
+    NOT_ALERTED = "not_alerted"
     EXPIRED = "expired"
     #: The provider refused this message for good (invalid number, unregistered sender).
     REJECTED = "rejected"
@@ -169,8 +173,13 @@ def decide(
     already_sent: bool,
     now: datetime,
     rules: DispatchRules = DispatchRules(),  # noqa: B008 (frozen, shared on purpose)
+    never_alerted: bool = False,
 ) -> Decision:
-    """The send-time decision; see the module docstring for the order of the rules."""
+    """The send-time decision; see the module docstring for the order of the rules.
+
+    ``never_alerted``: the dispatcher's ledger says this number's alert for the outage
+    ended unsent (``streams.first_contact.unalerted``); only a restored text heeds it.
+    """
     if already_sent:
         return Terminal(DeliveryOutcome.SUPPRESSED, Reason.DUPLICATE)
     bypassed: tuple[str, ...] = ()
@@ -182,6 +191,8 @@ def decide(
     stale = _staleness(cmd, outage, rules.eta_change)
     if stale is not None:
         return Terminal(DeliveryOutcome.SUPPRESSED, Reason.STALE, stale)
+    if never_alerted and cmd.kind is MessageKind.RESTORED:
+        return Terminal(DeliveryOutcome.SUPPRESSED, Reason.NOT_ALERTED, "alert not sent")
     if cmd.expires_at is not None:
         if now >= cmd.expires_at:
             return Terminal(DeliveryOutcome.EXPIRED, Reason.EXPIRED)

@@ -19,7 +19,9 @@ What the engine cannot re-derive from the input topics, it says so:
   at the turn of the command. They are re-checked with ``streams.dispatch.decide`` at the
   RECORDED time (the audit's ``at``) against the replayed opt-out and outage state of that
   moment; ``duplicate`` depends on the dispatcher's ledger, not on any input, and is
-  reported as irreproducible;
+  reported as irreproducible; so is ``not_alerted`` unless the replay itself re-derived
+  the suppression of that number's alert for the outage (``streams.first_contact``: an
+  alert can also end unsent by expiry or a provider failure, which only the ledger shows);
 - ``receipt_unlinked`` and any other record not derived from an input topic is counted
   and left alone.
 
@@ -44,11 +46,11 @@ from typing import Any
 
 import orjson
 
-from schemas import AuditRecord, OutageEvent, SendCommand
+from schemas import AuditRecord, MessageKind, OutageEvent, SendCommand
 
 from .content import ContentPolicy
 from .customers import apply_subscriber_change, decode_phone_change, rekey_customer
-from .dispatch import DispatchRules, Send, Terminal, decide
+from .dispatch import Defer, DispatchRules, Send, Terminal, decide
 from .fanout import (
     FanoutPlanner,
     FanoutSummary,
@@ -190,6 +192,10 @@ class SendTimeCheck:
 _IRREPRODUCIBLE_DUPLICATE = (
     "depends on the dispatcher's ledger (what it had already sent), not on the input topics"
 )
+_IRREPRODUCIBLE_NOT_ALERTED = (
+    "the alert ended unsent for a reason only the dispatcher's ledger and delivery status "
+    "show (expired, failed)"
+)
 
 
 class ReplayEngine:
@@ -219,6 +225,8 @@ class ReplayEngine:
         self._checks: list[tuple[int, str, dict[str, Any]]] = []
         self._next_check = 0
         self._wanted: set[str] = set()
+        self._unsent_alerts: set[tuple[str, str]] = set()
+        """(number, outage) whose alert the replay re-derived as suppressed at send time."""
         self._commands: dict[str, tuple[bytes, bool]] = {}
 
     # -- send-time audits, re-checked at their recorded time --------------------------
@@ -259,7 +267,20 @@ class ReplayEngine:
         cmd = SendCommand.from_bytes(raw)
         at = datetime.fromisoformat(str(audit["at"]))
         outage = self.outages.get(cmd.outage_id) if cmd.outage_id else None
-        d = decide(cmd, self.optouts.get(cmd.to), outage, False, at, self.config.dispatch_rules)
+        alert = (cmd.to, cmd.outage_id) if cmd.outage_id is not None else None
+        d = decide(
+            cmd,
+            self.optouts.get(cmd.to),
+            outage,
+            False,
+            at,
+            self.config.dispatch_rules,
+            never_alerted=alert in self._unsent_alerts,
+        )
+        if isinstance(d, Terminal) and alert is not None and cmd.kind is MessageKind.ALERT:
+            self._unsent_alerts.add(alert)
+        if audit.get("reason") == "not_alerted" and isinstance(d, Send | Defer):
+            return SendTimeCheck(aid, "irreproducible", recorded, "-", _IRREPRODUCIBLE_NOT_ALERTED)
         if isinstance(d, Terminal) and d.outcome.value == "suppressed":
             replayed, why = f"suppressed_at_send:{d.reason}", d.detail
         elif isinstance(d, Send) and d.bypassed:

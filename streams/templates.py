@@ -16,7 +16,14 @@ from schemas import Encoding, MessageKind
 
 from .sms_text import fit, segment_info, transliterate
 
-__all__ = ["LANGUAGES", "Rendered", "Templates", "format_eta"]
+__all__ = [
+    "LANGUAGES",
+    "Rendered",
+    "Templates",
+    "format_eta",
+    "opt_out_footer",
+    "with_opt_out_footer",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +130,20 @@ class Templates:
             body = fit(head, transliterate(variable).strip(), tail, max_segments=10)
         cost = segment_info(body)
         return Rendered(body, cost.encoding, cost.segments)
+
+
+def opt_out_footer(language: str) -> str:
+    """The first-message "Reply STOP to opt out" in ``language``, as templates append it."""
+    return transliterate(_lang(language).stop)
+
+
+def with_opt_out_footer(body: str, language: str) -> Rendered:
+    """``body`` with the opt-out footer appended (if it lacks it), re-counted.
+
+    For the dispatcher, when the text that carried the footer was never sent: compliance
+    over cost, so the footer may take the text into one more segment.
+    """
+    footer = opt_out_footer(language)
+    text = body if body.endswith(footer) else body.rstrip() + footer
+    cost = segment_info(text)
+    return Rendered(text, cost.encoding, cost.segments)

@@ -72,6 +72,7 @@ from streams.dispatch_queue import (
     ledger_verdict,
 )
 from streams.errors import ConfigurationError
+from streams.first_contact import settle, unalerted, with_owed_footer
 from streams.intake import Rejected, dead_letter, decode_command
 from streams.masking import mask_phone
 from streams.provider import Provider, ProviderResult, Transient
@@ -715,6 +716,7 @@ class Dispatcher:
                 )
             await self._finish(item, Terminal(DeliveryOutcome.FAILED, "sender_unusable", why), now)
             return False
+        book = self._ledger.setdefault(item.partition, {})
         decision = decide(
             cmd,
             self.optouts.get(cmd.to),
@@ -722,6 +724,7 @@ class Dispatcher:
             False,
             _utc(now),
             self._rules,
+            never_alerted=unalerted(cmd, book),
         )
         if isinstance(decision, Terminal):
             q.pop(item)
@@ -733,6 +736,8 @@ class Dispatcher:
                 self._retract_intent(item)
             q.push_later(item, decision.until.timestamp())
             return False
+        # A footer owed because the text that carried it was never sent rides on this one.
+        item.cmd = cmd = with_owed_footer(cmd, book)
         if not item.intent:
             await self._write_intents(q, item, now)
         ack = self._intent_acks.get(cmd.command_id)
@@ -913,6 +918,20 @@ class Dispatcher:
             audit = self._audit(item, "life_safety_bypass", ",".join(bypassed), now, None)
         if audit is not None:
             writes.append(audit)
+        book = self._ledger[p]
+        for key, value in settle(cmd, terminal.outcome, terminal.reason, book):
+            if value is None:
+                book.pop(key, None)
+            else:
+                book[key] = value
+            writes.append(
+                self._send_soon(
+                    Role.DISPATCH_LEDGER,
+                    key.encode(),
+                    None if value is None else orjson.dumps(value),
+                    p,
+                )
+            )
         self._write(p, item.offset, writes)
         label = terminal.outcome.value + (f":{terminal.reason}" if terminal.reason else "")
         self.counts[label] += 1
@@ -982,7 +1001,7 @@ class Dispatcher:
         return self._send_soon(Role.DELIVERY_STATUS, key, status, phone_partition(key, self._n))
 
     def _send_soon(
-        self, role: Role, key: bytes, value: bytes, partition: int
+        self, role: Role, key: bytes, value: bytes | None, partition: int
     ) -> asyncio.Future[Any]:
         assert self._producer is not None  # noqa: S101
         fut: asyncio.Future[Any] = asyncio.ensure_future(

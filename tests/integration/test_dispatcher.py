@@ -227,6 +227,56 @@ async def test_a_stop_or_a_resolution_stops_queued_texts(rig: Rig, read: Reader)
     print(f"checked: opt-out at send time, stale after resolution {dict(outcomes)}; {d.describe()}")
 
 
+async def test_an_alert_that_ends_unsent_hands_on_its_opt_out_footer_and_no_restored_follows(
+    rig: Rig, read: Reader
+) -> None:
+    """The fan-out put "Reply STOP" on an alert and sends "restored" to those it alerted;
+    when the dispatcher suppresses that alert, the next text takes the footer and no
+    "restored" goes, also after the dispatcher is replaced (the ledger keeps both)."""
+    footer = " Reply STOP to opt out."
+    superseded, resolved = phone(300), phone(301)
+    outages = Role.OUTAGES_CHANGELOG
+    await rig.changelog(outages, "O1", {"outage_id": "O1", "version": 2, "status": "detected"})
+    await rig.changelog(outages, "O2", {"outage_id": "O2", "version": 2, "status": "resolved"})
+    alert = "Acme: Outage in your area. Est. restore 3:00 PM." + footer
+    alerts = [
+        command(superseded, outage=("O1", 1), body=alert),
+        command(resolved, outage=("O2", 1), body=alert),
+    ]
+    first = await rig.dispatcher()
+    await rig.commands(alerts)
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: all(cid_of(c) in statuses(r) for c in alerts), what="alerts")
+    await first.stop()
+    rig.dispatchers.remove(first)
+
+    later = [
+        command(superseded, kind="update", outage=("O1", 2), body="Acme update: Est. 5:00 PM."),
+        command(
+            resolved,
+            kind="restored",
+            outage=("O2", 2),
+            body="Acme: Service has been restored in your area.",
+        ),
+    ]
+    await rig.commands(later)
+    await rig.dispatcher()
+    await status.until(lambda r: all(cid_of(c) in statuses(r) for c in later), what="later")
+
+    got = {cid: v[0] for cid, v in statuses(status).items()}
+    outcome = [(got[cid_of(c)]["outcome"], got[cid_of(c)]["reason"]) for c in [*alerts, *later]]
+    assert outcome == [
+        ("suppressed", "stale"),
+        ("suppressed", "stale"),
+        ("sent", None),
+        ("suppressed", "not_alerted"),
+    ]
+    texts = [(m.to, m.text) for m in rig.fake.messages]
+    assert texts == [(superseded, "Acme update: Est. 5:00 PM." + footer)]
+    assert got[cid_of(later[0])]["segments"] == 1
+    print(f"checked: {outcome}; the one text sent carries the footer: {texts[0][1]!r}")
+
+
 async def test_provider_faults_end_in_one_terminal_status_each(rig: Rig, read: Reader) -> None:
     bad = phone(7)
     rig.fake.faults.throttle = 5
