@@ -9,10 +9,16 @@ expired, failed, opted out at send time. Without this book:
   has none: the customer's first text would not say how to opt out;
 - a "restored" reaches someone who was never told of the outage.
 
-So the dispatcher keeps, per number, in its ledger partition (the number's commands all
-land there, in order): ``owed`` (the next outage text carries the footer) and, per outage,
-``unalerted`` (its restored text is suppressed as ``not_alerted`` until an alert or update
-of that outage is sent). Pure: the caller stores the changes in its ledger.
+So the dispatcher keeps, per number, in its ledger partition: ``owed`` (the next outage
+text carries the footer) and, per outage, ``unalerted`` (its restored text is suppressed
+as ``not_alerted`` until an alert or update of that outage is sent). Pure: the caller
+stores the changes in its ledger.
+
+Why the ledger partition is the right place: dispatch partitions are per sender, and the
+pool gives a number the same sender for every outage text (rendezvous hashing), so one
+number's outage texts reach one dispatcher, in order. A change of the sender pool that
+moves a number to another sender leaves its marks behind (it then gets no extra footer,
+and a pending "restored" may go): the cost of a pool change, like its rate projections.
 
 Known gap: a "restored" whose turn comes while the alert is still retrying goes; the alert
 then ends stale (resolved). Rare (the alert must fail transiently for as long as the whole
