@@ -317,6 +317,40 @@ def test_send_time_audits_are_checked_at_their_recorded_time() -> None:
     assert early.replayed == "not audited (send)"
 
 
+def _command_of(engine: ReplayEngine, version: int) -> str:
+    (cid,) = (
+        e[1]
+        for a in derived_of(engine)
+        if a.get("outage_version") == version and a["decision"] == "targeted"
+        for e in a["facts"]["recipients"]
+    )
+    return str(cid)
+
+
+@pytest.mark.parametrize("alert_suppressed", [True, False])
+def test_not_alerted_is_confirmed_only_after_a_replayed_suppression_of_the_alert(
+    alert_suppressed: bool,
+) -> None:
+    """The dispatcher suppresses "restored" when the number's alert ended unsent; the
+    replay confirms it only if it re-derived that suppression (expiry or a provider
+    failure it cannot see: irreproducible, never divergent)."""
+    derived = ReplayEngine(config()).feed_all(run_records())
+    alert, restored = _alert_command(derived), _command_of(derived, 4)
+    checks = [send_time_audit(restored, "not_alerted", T0 + timedelta(minutes=8), "alert not sent")]
+    checks[0].update(outage_version=4, facts={"sender": SHORT, "kind": "restored"})
+    checks[0]["facts"]["detail"] = "alert not sent"
+    if alert_suppressed:
+        checks.insert(0, send_time_audit(alert, "stale", T0 + timedelta(minutes=7.5), "resolved"))
+    engine = ReplayEngine(config())
+    engine.expect_send_time(checks)
+    engine.feed_all(run_records())
+    verdicts = {c.audit_id: c.verdict for c in engine.send_time}
+    expected = "confirmed" if alert_suppressed else "irreproducible"
+    assert verdicts[f"{restored}:dispatch:not_alerted"] == expected
+    if alert_suppressed:
+        assert verdicts[f"{alert}:dispatch:stale"] == "confirmed"
+
+
 def test_rejected_and_stale_inputs_are_counted_not_derived() -> None:
     bad = InputRecord(Source.INBOUND, 0, 1, 0, A.encode(), b"{not json", True)
     old = rec(Source.OUTAGES, "O1", outage(1, 1), T0)
