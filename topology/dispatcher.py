@@ -305,6 +305,10 @@ class Dispatcher:
         self._owned: set[int] = set()
         self._releases = 0
         """Counts releases: a batch being read stops at one (the partition may be gone)."""
+        self._releasing: set[int] = set()
+        """Partitions being released: nothing read from them is queued any more (a sender
+        task started for one meanwhile would outlive the release and send for a partition
+        another dispatcher owns)."""
         self._paused: set[int] = set()
         self._committed: dict[int, int] = {}
         self._slots = asyncio.Semaphore(s.dispatch_concurrency)
@@ -476,6 +480,8 @@ class Dispatcher:
         owned = [p for p in partitions if p in self._owned]
         if not owned:
             return
+        self._releasing.update(owned)
+        self._releases += 1
         senders = [q.sender for q in self._queues.values() if q.partition in owned]
         for sender in senders:
             task = self._sender_tasks.pop(sender, None)
@@ -506,6 +512,7 @@ class Dispatcher:
             self._committed.pop(p, None)
             self._paused.discard(p)
         self._owned.difference_update(owned)
+        self._releasing.difference_update(owned)
         self._releases += 1
         log.info("dispatch partitions %s released", owned)
 
@@ -557,6 +564,8 @@ class Dispatcher:
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5_000)
             for tp, records in batches.items():
+                if tp.partition in self._releasing:
+                    continue  # its next owner reads it from the committed offset
                 if tp.partition not in self._owned:
                     # Fetched in the instant before adopt() paused it: read it again later.
                     if records:
@@ -566,8 +575,8 @@ class Dispatcher:
                 for i, r in enumerate(records, 1):
                     if i % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # let due senders go (see _YIELD_EVERY)
-                        if self._releases != epoch:
-                            break  # a release meanwhile: the owner re-reads from the commit
+                    if self._releases != epoch:
+                        break  # a release meanwhile: the owner re-reads from the commit
                     await self._accept(tp.partition, r.offset, r.key, r.value, r.timestamp)
             for p in list(self._owned):
                 tp = TopicPartition(self._topic[Role.DISPATCH], p)
@@ -585,6 +594,8 @@ class Dispatcher:
     async def _accept(
         self, p: int, offset: int, key: bytes | None, value: bytes | None, ts: int
     ) -> None:
+        if p in self._releasing:
+            return  # its next owner reads it from the committed offset
         self._tracker.seen(p, offset)
         decoded = decode_command(key, value, self.settings.max_record_bytes)
         if isinstance(decoded, Rejected):
@@ -747,7 +758,8 @@ class Dispatcher:
             # the provider sees the pace the limiter keeps, not the broker's ack jitter.
             if not ack.done():
                 await asyncio.wait([ack])  # not cancelled with this task: others wait on it
-            del self._intent_acks[cmd.command_id]
+            # Popped, not deleted: a release meanwhile may have retracted it already.
+            self._intent_acks.pop(cmd.command_id, None)
             if ack.cancelled() or ack.exception() is not None:
                 item.intent = False
                 log.warning(
