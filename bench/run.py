@@ -11,9 +11,12 @@ import asyncio
 import os
 import platform
 import sys
+import traceback
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from outage_sms.brokers import running_broker
 
@@ -172,52 +175,56 @@ def main(argv: list[str] | None = None) -> int:
     replies: list[RepliesResult] = []
     dispatches: list[DispatchResult] = []
     latencies: list[LatencyResult] = []
+    failures: list[str] = []
+
+    def save() -> str:
+        """Written after every benchmark: a later one that fails loses nothing before it."""
+        text = render(results, args.records, fanouts, replies, dispatches, latencies)
+        if failures:
+            text += "\n## Failed in this run\n\n" + "".join(f"- {f}\n" for f in failures)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        return text
+
+    def attempt(kind: str, name: str, sink: list[Any], bench: Coroutine[Any, Any, Any]) -> None:
+        progress(f"{kind}: {name}")
+        try:
+            sink.append(asyncio.run(bench))
+        except Exception as exc:  # noqa: BLE001 (reported, and the other benchmarks still run)
+            progress(f"{kind}: {name} FAILED: {exc!r}\n{traceback.format_exc(limit=3)}")
+            failures.append(f"{kind}, {name}: {str(exc).splitlines()[0][:300]}")
+        save()
+
     for kind in kinds:
         progress(f"{kind}: starting broker")
         with running_broker(kind, progress=progress) as broker:  # type: ignore[arg-type]
-            results[kind] = asyncio.run(ceilings(broker.bootstrap, args.records, args.partitions))
+            bootstrap = broker.bootstrap
+            results[kind] = asyncio.run(ceilings(bootstrap, args.records, args.partitions))
+            bench: Coroutine[Any, Any, Any]
             if args.fanout_customers:
-                progress(f"{kind}: fan-out benchmark")
-                fanouts.append(
-                    asyncio.run(
-                        fanout_bench(
-                            broker.bootstrap,
-                            kind,
-                            args.fanout_customers,
-                            args.partitions,
-                            "rocksdb://",
-                            progress,
-                            args.idle_samples,
-                        )
-                    )
+                bench = fanout_bench(
+                    bootstrap,
+                    kind,
+                    args.fanout_customers,
+                    args.partitions,
+                    "rocksdb://",
+                    progress,
+                    args.idle_samples,
                 )
+                attempt(kind, "fan-out benchmark", fanouts, bench)
             if args.reply_texts:
-                progress(f"{kind}: replies benchmark")
-                replies.append(
-                    asyncio.run(
-                        replies_bench(
-                            broker.bootstrap, kind, args.reply_texts, args.partitions, progress
-                        )
-                    )
-                )
+                bench = replies_bench(bootstrap, kind, args.reply_texts, args.partitions, progress)
+                attempt(kind, "replies benchmark", replies, bench)
             if args.dispatch_seconds:
-                progress(f"{kind}: dispatcher benchmark")
                 for rate, counts in ((100.0, (1, 2)), (20.0, (1,))):
                     for d in counts:
-                        dispatches.append(
-                            asyncio.run(
-                                dispatch_run(
-                                    broker.bootstrap, kind, d, 20, rate, args.dispatch_seconds
-                                )
-                            )
-                        )
-                progress(f"{kind}: outage to first provider request")
-                latencies.append(asyncio.run(latency(broker.bootstrap, kind, 20, 50)))
-    text = render(results, args.records, fanouts, replies, dispatches, latencies)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
-    return 0
+                        bench = dispatch_run(bootstrap, kind, d, 20, rate, args.dispatch_seconds)
+                        name = f"dispatcher benchmark, {d} x 20 senders at {rate:g}/s"
+                        attempt(kind, name, dispatches, bench)
+                bench = latency(bootstrap, kind, 20, 50)
+                attempt(kind, "outage to first provider request", latencies, bench)
+    print(save())
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
