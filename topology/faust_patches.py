@@ -21,6 +21,24 @@ The fix keeps the stream partitions paused until the seek is done and the queues
 cleared, then resumes them: nothing reaches an agent's queue before the clear, and the first
 record delivered is the one at the committed offset. ``_resume_streams`` (the path taken
 when an app has no tables) has the same order and gets the same fix.
+
+**A fetch in flight when recovery ends drops the waiting input of every stream partition**
+(faust-streaming 0.15.3, same symptom as above, another cause). Faust hands the consumer
+thread its *live* set of active partitions for each fetch, and aiokafka filters what it
+returns with ``if partitions and tp not in partitions``. At "Done reading from changelog
+topics" recovery pauses the changelog partitions and the set becomes *empty* (the stream
+partitions are still paused): a fetch waiting at that moment (up to a second) then returns
+the buffered records of *every* assigned partition, Faust's ``getmany`` drops those of the
+paused stream partitions, and aiokafka's position has moved past them. If that happens
+after the seek to the committed offsets has reached a partition (the seek runs then, one
+round trip per partition), the partition's waiting input is never delivered: the worker
+reads on from where the dropped fetch ended, and Faust even counts the skipped offsets as
+a gap it may commit over. Texts that were waiting at the restart are lost on whole
+partitions, texts sent after it are processed. Observed in a worker's log (a probe on the
+fetch): 13 ms after the seek began, one fetch returned 2,452 records of all 16
+``sms.inbound`` partitions, from their committed offsets, with no partition active. The
+fix, :func:`snapshot_fetches`, gives each fetch a copy of the set as it was when the fetch
+began, so a fetch only ever returns partitions that were active then.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ import faust
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 
-__all__ = ["PATCHED_FAUST_VERSION", "SafeRecovery", "SafeTableManager"]
+__all__ = ["PATCHED_FAUST_VERSION", "SafeRecovery", "SafeTableManager", "snapshot_fetches"]
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +144,37 @@ class SafeRecovery(Recovery):
             await consumer.seek(tp, offset)
 
 
+def snapshot_fetches(consumer: Any) -> None:
+    """Make ``consumer`` hand each fetch a copy of its active partitions (see the module
+    docstring: with the live set, a fetch that outlives a pause returns the records of
+    partitions paused meanwhile, and Faust drops them). Idempotent; this consumer only.
+
+    Faust's ``_wait_next_records`` calls ``_getmany`` only with a non-empty set (it
+    sleeps otherwise), so the copy is never empty when taken; a partition resumed during
+    a fetch is fetched by the next one, a second later at most."""
+    if getattr(consumer, "_outage_sms_snapshot_fetches", False):
+        return
+    getmany = consumer._getmany
+
+    async def _getmany(active_partitions: set[Any] | None, timeout: float) -> Any:
+        frozen = None if active_partitions is None else frozenset(active_partitions)
+        return await getmany(active_partitions=frozen, timeout=timeout)
+
+    consumer._getmany = _getmany
+    consumer._outage_sms_snapshot_fetches = True
+
+
 class SafeTableManager(TableManager):
-    """Faust's ``TableManager`` recovering through :class:`SafeRecovery`.
+    """Faust's ``TableManager`` recovering through :class:`SafeRecovery`, its app's
+    consumer fetching through :func:`snapshot_fetches`.
 
     Pass it to ``faust.App(..., TableManager=SafeTableManager)``."""
+
+    async def on_start(self) -> None:
+        # The consumer has started (the app starts it before its tables) and its fetcher
+        # has not: recovery starts it.
+        snapshot_fetches(self.app.consumer)
+        await super().on_start()
 
     @property
     def recovery(self) -> Recovery:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import orjson
 import pytest
 from faust.serializers import codecs
 
 from streams.reply_texts import ReplyTexts
+from topology.faust_patches import snapshot_fetches
 from topology.replies_batch import table_key
 
 
@@ -50,3 +53,32 @@ def test_remembered_reply_texts_stay_bounded() -> None:
     for minute in range(10):
         texts.ongoing("en", 1, f"9:{minute:02d} PM", None)
     assert len(texts._fitted) == 3
+
+
+async def test_a_fetch_in_flight_keeps_the_partitions_active_when_it_began() -> None:
+    # faust#596's other half (topology.faust_patches): recovery pauses the changelog
+    # partitions while a fetch waits; with Faust's live set, aiokafka then sees an empty
+    # set, returns every partition's records, and Faust drops the paused stream
+    # partitions' input. With the snapshot the fetch still asks for what was active.
+    asked: list[Any] = []
+    waiting = asyncio.Event()
+    release = asyncio.Event()
+
+    class Consumer:
+        async def _getmany(self, active_partitions: Any, timeout: float) -> dict[Any, Any]:
+            waiting.set()
+            await release.wait()
+            asked.append(set(active_partitions) if active_partitions is not None else None)
+            return {}
+
+    consumer = Consumer()
+    snapshot_fetches(consumer)
+    snapshot_fetches(consumer)  # idempotent: one wrapper, not two
+    active = {("c-changelog", 0), ("c-changelog", 1)}
+    fetch = asyncio.ensure_future(consumer._getmany(active_partitions=active, timeout=1.0))
+    await waiting.wait()
+    active.clear()  # recovery done: the changelog partitions are paused, none is active
+    release.set()
+    await fetch
+    await consumer._getmany(active_partitions=None, timeout=1.0)  # client-only: no filter
+    assert asked == [{("c-changelog", 0), ("c-changelog", 1)}, None]
