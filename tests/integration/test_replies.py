@@ -3,7 +3,6 @@ and opt-outs that hold across a worker restart."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
+from tests.builders import SHORT, customer, outage, text
 from tests.kafka_helpers import TopicReader, WorkerProcess, produce
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -25,51 +25,6 @@ Reader = Callable[[Role], TopicReader]
 A = "+14155550111"  # customer in R1
 B = "+14155550112"  # customer in R2, no outage there
 STRANGER = "+14155550199"  # not a customer
-SHORT = "87654"  # the default pool's short code: the sender the fan-out uses for US numbers
-NOON_LA = "2026-11-24T20:00:00Z"
-_ids = itertools.count()
-
-
-def customer(cid: str, phone: str, regions: list[str]) -> tuple[bytes, bytes]:
-    rec = {
-        "schema_version": 1,
-        "customer_id": cid,
-        "phone": phone,
-        "regions": regions,
-        "sms_consent": True,
-        "language": "en",
-        "timezone": "America/Los_Angeles",
-    }
-    return cid.encode(), orjson.dumps(rec)
-
-
-def outage(oid: str, version: int, **over: Any) -> tuple[bytes, bytes]:
-    rec = {
-        "schema_version": 1,
-        "outage_id": oid,
-        "version": version,
-        "status": "detected",
-        "severity": "service",
-        "regions": ["R1"],
-        "summary": "Storm damage on Main St",
-        "eta": "2026-11-24T23:30:00Z",  # 3:30 PM in Los Angeles
-        "status_url": "https://status.example.com/o/1",
-        "occurred_at": NOON_LA,
-    }
-    rec.update(over)
-    return oid.encode(), orjson.dumps(rec)
-
-
-def text(phone: str, body: str, at: str = NOON_LA, to: str = SHORT) -> tuple[bytes, bytes]:
-    rec = {
-        "schema_version": 1,
-        "message_id": f"in-{next(_ids)}",
-        "from": phone,
-        "to": to,
-        "body": body,
-        "received_at": at,
-    }
-    return phone.encode(), orjson.dumps(rec)
 
 
 def message_id(record: tuple[bytes, bytes]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +18,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from outage_sms.admin import ensure_topics
+from tests import builders
+from tests.builders import NOON_LA, SHORT, customer
 from tests.kafka_helpers import TopicReader, WorkerProcess, end_offsets, free_port, produce
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -32,43 +33,15 @@ Reader = Callable[[Role], TopicReader]
 A = "+14155550111"  # customer in R1
 B = "+14155550112"  # customer in R2
 STRANGER = "+14155550199"
-SHORT = "87654"
 SECRET = "test-shared-secret"  # noqa: S105
 TOKEN = "twilio-test-auth-token-0123456789"  # noqa: S105
 USER, PASSWORD = "genesys", "basic-pass"
 KEY = {"X-Outage-Sms-Key": SECRET}
-NOON_LA = "2026-11-24T20:00:00Z"
-_ids = itertools.count()
-
-
-def customer(cid: str, phone: str, regions: list[str]) -> tuple[bytes, bytes]:
-    rec = {
-        "schema_version": 1,
-        "customer_id": cid,
-        "phone": phone,
-        "regions": regions,
-        "sms_consent": True,
-        "language": "en",
-        "timezone": "America/Los_Angeles",
-    }
-    return cid.encode(), orjson.dumps(rec)
 
 
 def outage(oid: str, version: int, **over: Any) -> tuple[bytes, bytes]:
-    rec = {
-        "schema_version": 1,
-        "outage_id": oid,
-        "version": version,
-        "status": "detected",
-        "severity": "service",
-        "regions": ["R1"],
-        "summary": "Storm damage on Main St",
-        "eta": "2099-11-24T23:30:00Z",
-        "status_url": "https://status.example.com/o/1",
-        "occurred_at": NOON_LA,
-    }
-    rec.update(over)
-    return oid.encode(), orjson.dumps(rec)
+    """An outage whose ETA never passes: the status answers stay "ongoing"."""
+    return builders.outage(oid, version, **{"eta": "2099-11-24T23:30:00Z", **over})
 
 
 class Worker:
