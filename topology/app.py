@@ -509,8 +509,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     # its ListOffsets answer (the last batch's base offset + 1) would stop Faust's table
     # recovery short of a multi-record changelog batch, forgetting a STOP; Faust's own
     # producer writes one record per batch there (producer_max_batch_size above).
-    # Off by default: in CI the recovery fault test (texts arriving while the worker
-    # recovers its tables) lost 3,371 of 4,043 texts with it on Apache Kafka.
+    # OUTAGE_SMS_REPLIES_BATCH=false forces the per-event path everywhere.
     replies = None
     if s.replies_batch and not transactional and s.broker_kind != "tansu":
         replies = RepliesBatch(

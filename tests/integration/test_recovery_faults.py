@@ -12,6 +12,7 @@ and texts arriving throughout, and counts.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +44,12 @@ BACKLOG = 2_000
 RESTARTS = 2
 RATE = 100.0
 """Texts a second produced across the restart, from before the start until after ready."""
-ENV = {"OUTAGE_SMS_LOG_LEVEL": "INFO"}  # "Worker ready" is logged at INFO
+ENV = {
+    "OUTAGE_SMS_LOG_LEVEL": "INFO",  # "Worker ready" is logged at INFO
+    # The inbound path under test, when the caller chose one (settings_env passes only
+    # the settings it knows, so OUTAGE_SMS_REPLIES_BATCH would not reach the worker).
+    **{k: v for k, v in os.environ.items() if k == "OUTAGE_SMS_REPLIES_BATCH"},
+}
 FACTS = {"line": "fixed_line_or_mobile", "textable": True, "country": "US", "timezone": None}
 
 
