@@ -23,7 +23,8 @@ Guarantees kept, and how:
   policy as every agent: transient failures retried, permanent ones dead-lettered.
 - **Texts on the wrong partition** are re-keyed to their number's partition, as before.
 - **Input during table recovery** is still Faust's consumer and flow control, so the
-  ``SafeRecovery`` fix (faust#596) applies unchanged.
+  fixes in ``topology.faust_patches`` (faust#596: ``SafeRecovery``, and fetches that
+  keep the partitions active when they began) apply unchanged.
 - **Order of changelog records**: both inbound agents (direct and re-keyed) share one
   emitter and one lock, so the records of one number's state reach its changelog partition
   in the order they were decided.
