@@ -177,9 +177,19 @@ class TopicReader:
             self._consumer = None
 
 
+_PASSED_THROUGH = ("OUTAGE_SMS_REPLIES_BATCH",)
+"""Switches a developer may run the whole suite under (e.g. the per-event replies path:
+``OUTAGE_SMS_REPLIES_BATCH=false ./dev test``); every other OUTAGE_SMS_ variable of the
+shell stays out of the workers, whose settings the tests choose."""
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a worker process see these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTAGE_SMS_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OUTAGE_SMS_") or k in _PASSED_THROUGH
+    }
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
