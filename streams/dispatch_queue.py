@@ -51,6 +51,8 @@ class Item:
     attempts: Attempts = field(default_factory=Attempts)
     intent: bool = False
     """The ledger says ``sending`` for this try (written before the rate wait)."""
+    introduces: bool = False
+    """It carries the first-message opt-out footer (``streams.first_contact``)."""
 
 
 class SenderQueue:

@@ -20,6 +20,10 @@ number's outage texts reach one dispatcher, in order. A change of the sender poo
 moves a number to another sender leaves its marks behind (it then gets no extra footer,
 and a pending "restored" may go): the cost of a pool change, like its rate projections.
 
+While the text that carries the footer is still queued, the dispatcher counts it as
+pending (in memory: its offset is not committed, so a restart reads it and counts it
+again), and a text to the same number that overtakes it gets the footer too.
+
 Known gap: a "restored" whose turn comes while the alert is still retrying goes; the alert
 then ends stale (resolved). Rare (the alert must fail transiently for as long as the whole
 outage lasts) and it errs towards telling the customer.
@@ -38,6 +42,7 @@ __all__ = [
     "OWED_PREFIX",
     "UNALERTED_PREFIX",
     "Change",
+    "carries_footer",
     "owed_key",
     "settle",
     "unalerted",
@@ -73,9 +78,23 @@ def unalerted(cmd: SendCommand, book: Mapping[str, Any]) -> bool:
     )
 
 
-def with_owed_footer(cmd: SendCommand, book: Mapping[str, Any]) -> SendCommand:
-    """``cmd`` as it must go: with the opt-out footer if the number is still owed one."""
-    if cmd.kind not in _OUTAGE_KINDS or owed_key(cmd.to) not in book:
+def carries_footer(cmd: SendCommand) -> bool:
+    """Does this outage text end with the first-message opt-out footer?"""
+    return cmd.kind in _OUTAGE_KINDS and cmd.body.endswith(opt_out_footer(cmd.language))
+
+
+def with_owed_footer(
+    cmd: SendCommand, book: Mapping[str, Any], pending: Mapping[str, int] | None = None
+) -> SendCommand:
+    """``cmd`` as it must go: with the opt-out footer if the number is still owed one.
+
+    ``pending``: numbers with a footer-carrying text still queued (deferred, retrying, in
+    flight). Until it is sent, the number has not seen the footer either: a text that
+    overtakes it (a life-safety update not held by quiet hours, say) carries it too.
+    """
+    if cmd.kind not in _OUTAGE_KINDS:
+        return cmd
+    if owed_key(cmd.to) not in book and not (pending and pending.get(cmd.to)):
         return cmd
     text = with_opt_out_footer(cmd.body, cmd.language)
     if text.body == cmd.body:
@@ -100,7 +119,7 @@ def settle(
         return []
     changes: list[Change] = []
     owed = owed_key(cmd.to)
-    carried = cmd.body.endswith(opt_out_footer(cmd.language))
+    carried = carries_footer(cmd)
     alert = unalerted_key(cmd.to, cmd.outage_id) if cmd.outage_id is not None else None
     if outcome is DeliveryOutcome.SENT:
         if carried and owed in book:

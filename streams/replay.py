@@ -50,7 +50,7 @@ from schemas import AuditRecord, MessageKind, OutageEvent, SendCommand
 
 from .content import ContentPolicy
 from .customers import apply_subscriber_change, decode_phone_change, rekey_customer
-from .dispatch import Defer, DispatchRules, Send, Terminal, decide
+from .dispatch import DispatchRules, Send, Terminal, decide
 from .fanout import (
     FanoutPlanner,
     FanoutSummary,
@@ -277,10 +277,18 @@ class ReplayEngine:
             self.config.dispatch_rules,
             never_alerted=alert in self._unsent_alerts,
         )
-        if isinstance(d, Terminal) and alert is not None and cmd.kind is MessageKind.ALERT:
-            self._unsent_alerts.add(alert)
-        if audit.get("reason") == "not_alerted" and isinstance(d, Send | Defer):
-            return SendTimeCheck(aid, "irreproducible", recorded, "-", _IRREPRODUCIBLE_NOT_ALERTED)
+        if alert is not None:
+            if cmd.kind is MessageKind.ALERT and isinstance(d, Terminal):
+                if audit.get("decision") == "suppressed_at_send":
+                    self._unsent_alerts.add(alert)
+            elif cmd.kind is MessageKind.RESTORED:
+                # The outage is over for this number (a reopened one starts afresh).
+                never = alert in self._unsent_alerts
+                self._unsent_alerts.discard(alert)
+                if audit.get("reason") == "not_alerted" and not never:
+                    return SendTimeCheck(
+                        aid, "irreproducible", recorded, "-", _IRREPRODUCIBLE_NOT_ALERTED
+                    )
         if isinstance(d, Terminal) and d.outcome.value == "suppressed":
             replayed, why = f"suppressed_at_send:{d.reason}", d.detail
         elif isinstance(d, Send) and d.bypassed:

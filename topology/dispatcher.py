@@ -72,7 +72,7 @@ from streams.dispatch_queue import (
     ledger_verdict,
 )
 from streams.errors import ConfigurationError
-from streams.first_contact import settle, unalerted, with_owed_footer
+from streams.first_contact import carries_footer, settle, unalerted, with_owed_footer
 from streams.intake import Rejected, dead_letter, decode_command
 from streams.masking import mask_phone
 from streams.provider import Provider, ProviderResult, Transient
@@ -305,6 +305,8 @@ class Dispatcher:
         self._owned: set[int] = set()
         self._releases = 0
         """Counts releases: a batch being read stops at one (the partition may be gone)."""
+        self._pending_footers: dict[int, dict[str, int]] = {}
+        """partition -> number -> its queued texts that carry the opt-out footer."""
         self._releasing: set[int] = set()
         """Partitions being released: nothing read from them is queued any more (a sender
         task started for one meanwhile would outlive the release and send for a partition
@@ -467,6 +469,7 @@ class Dispatcher:
             limit = self.limiter.limits[sender.id]
             self.limiter.restore(sender.id, {"tat": now + limit.burst / limit.rate})
         self._owned.update(partitions)
+        self._releasing.difference_update(partitions)
         self._consumer.resume(*tps)
         log.info(
             "dispatch partitions %s adopted: %d ledger entries in %.2fs",
@@ -482,38 +485,43 @@ class Dispatcher:
             return
         self._releasing.update(owned)
         self._releases += 1
-        senders = [q.sender for q in self._queues.values() if q.partition in owned]
-        for sender in senders:
-            task = self._sender_tasks.pop(sender, None)
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        sending = [t for p in owned for t in self._sending.pop(p, set())]
-        if sending:
-            await asyncio.wait(sending, timeout=60)
-        # A head of queue whose intent is written but whose request never left: say so, or
-        # the next owner would count it as possibly sent and fail it as outcome unknown.
-        for sender in senders:
-            for item in self._queues[sender].items() if sender in self._queues else ():
-                if item.intent:
-                    self._retract_intent(item)
-        await self._drain_writes()
-        self._persist_limits(senders)
-        await self._commit(owned)
-        for sender in senders:
-            self._queues.pop(sender, None)
-            self._wake.pop(sender, None)
-        for cid in [cid for cid, p in self._active.items() if p in owned]:
-            del self._active[cid]
-        for p in owned:
-            self._tracker.forget(p)
-            self._ledger.pop(p, None)
-            self._committed.pop(p, None)
-            self._paused.discard(p)
-        self._owned.difference_update(owned)
-        self._releasing.difference_update(owned)
-        self._releases += 1
+        try:
+            senders = [q.sender for q in self._queues.values() if q.partition in owned]
+            for sender in senders:
+                task = self._sender_tasks.pop(sender, None)
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            sending = [t for p in owned for t in self._sending.pop(p, set())]
+            if sending:
+                await asyncio.wait(sending, timeout=60)
+            # A head of queue whose intent is written but whose request never left: say so, or
+            # the next owner would count it as possibly sent and fail it as outcome unknown.
+            for sender in senders:
+                for item in self._queues[sender].items() if sender in self._queues else ():
+                    if item.intent:
+                        self._retract_intent(item)
+            await self._drain_writes()
+            self._persist_limits(senders)
+            await self._commit(owned)
+            for sender in senders:
+                self._queues.pop(sender, None)
+                self._wake.pop(sender, None)
+            for cid in [cid for cid, p in self._active.items() if p in owned]:
+                del self._active[cid]
+            for p in owned:
+                self._tracker.forget(p)
+                self._ledger.pop(p, None)
+                self._pending_footers.pop(p, None)
+                self._committed.pop(p, None)
+                self._paused.discard(p)
+        finally:
+            # Also if the release failed part way: a partition left "releasing" would drop
+            # every record of it for good, should it come back to this dispatcher.
+            self._owned.difference_update(owned)
+            self._releasing.difference_update(owned)
+            self._releases += 1
         log.info("dispatch partitions %s released", owned)
 
     async def _load_ledger(self, partitions: list[int]) -> dict[str, dict[str, Any]]:
@@ -563,7 +571,12 @@ class Dispatcher:
         limit = self.settings.dispatch_read_ahead
         while True:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5_000)
+            # One epoch per fetched batch: after a release (eager rebalancing revokes every
+            # partition) the rest of the batch is stale; positions restart at the commits.
+            epoch = self._releases
             for tp, records in batches.items():
+                if self._releases != epoch:
+                    break
                 if tp.partition in self._releasing:
                     continue  # its next owner reads it from the committed offset
                 if tp.partition not in self._owned:
@@ -571,7 +584,6 @@ class Dispatcher:
                     if records:
                         self._consumer.seek(tp, records[0].offset)
                     continue
-                epoch = self._releases
                 for i, r in enumerate(records, 1):
                     if i % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)  # let due senders go (see _YIELD_EVERY)
@@ -631,6 +643,10 @@ class Dispatcher:
         else:
             assert isinstance(verdict, Fresh)  # noqa: S101
             item.attempts = verdict.attempts
+            if carries_footer(cmd):
+                item.introduces = True
+                pending = self._pending_footers.setdefault(p, {})
+                pending[cmd.to] = pending.get(cmd.to, 0) + 1
             self._queue(item)
 
     def _queue(self, item: Item) -> None:
@@ -748,7 +764,7 @@ class Dispatcher:
             q.push_later(item, decision.until.timestamp())
             return False
         # A footer owed because the text that carried it was never sent rides on this one.
-        item.cmd = cmd = with_owed_footer(cmd, book)
+        item.cmd = cmd = with_owed_footer(cmd, book, self._pending_footers.get(item.partition))
         if not item.intent:
             await self._write_intents(q, item, now)
         ack = self._intent_acks.get(cmd.command_id)
@@ -919,9 +935,30 @@ class Dispatcher:
         status = status_record(cmd, terminal, _utc(now), self.provider.name).to_bytes()
         outcome = ledger_entry(OUTCOME, p, item.offset, attempts, status, terminal.outcome.value)
         done = ledger_entry(DONE, p, item.offset, attempts, None, terminal.outcome.value)
-        self._ledger.setdefault(p, {})[cmd.command_id] = done
+        book = self._ledger.setdefault(p, {})
+        book[cmd.command_id] = done
+        # What the number is owed, on the broker before the outcome: once the outcome is
+        # there, this command is not decided again after a crash, so neither is this.
+        first: list[asyncio.Future[Any]] = []
+        for key, value in settle(cmd, terminal.outcome, terminal.reason, book):
+            if value is None:
+                book.pop(key, None)
+            else:
+                book[key] = value
+            first.append(
+                self._send_soon(
+                    Role.DISPATCH_LEDGER,
+                    key.encode(),
+                    None if value is None else orjson.dumps(value),
+                    p,
+                )
+            )
+        self._settle_pending(item, terminal)
         writes: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self._publish(p, cmd.command_id, cmd.to, status, outcome, done))
+            asyncio.ensure_future(
+                self._publish(p, cmd.command_id, cmd.to, status, outcome, done, first)
+            ),
+            *first,
         ]
         audit = None
         if terminal.outcome is DeliveryOutcome.SUPPRESSED:
@@ -930,20 +967,6 @@ class Dispatcher:
             audit = self._audit(item, "life_safety_bypass", ",".join(bypassed), now, None)
         if audit is not None:
             writes.append(audit)
-        book = self._ledger[p]
-        for key, value in settle(cmd, terminal.outcome, terminal.reason, book):
-            if value is None:
-                book.pop(key, None)
-            else:
-                book[key] = value
-            writes.append(
-                self._send_soon(
-                    Role.DISPATCH_LEDGER,
-                    key.encode(),
-                    None if value is None else orjson.dumps(value),
-                    p,
-                )
-            )
         self._write(p, item.offset, writes)
         label = terminal.outcome.value + (f":{terminal.reason}" if terminal.reason else "")
         self.counts[label] += 1
@@ -955,6 +978,20 @@ class Dispatcher:
                 terminal.reason,
                 terminal.error_code or terminal.detail or "",
             )
+
+    def _settle_pending(self, item: Item, terminal: Terminal) -> None:
+        """A queued footer-carrying text is no longer pending; once a footer is sent,
+        nothing queued for the number needs one."""
+        pending = self._pending_footers.get(item.partition)
+        if not pending:
+            return
+        to = item.cmd.to
+        if terminal.outcome is DeliveryOutcome.SENT and carries_footer(item.cmd):
+            pending.pop(to, None)
+        elif item.introduces and to in pending:
+            pending[to] -= 1
+            if pending[to] <= 0:
+                del pending[to]
 
     async def _duplicate(self, item: Item, now: float) -> None:
         """Another record of a command that has (or is getting) its status: audit only."""
@@ -997,12 +1034,15 @@ class Dispatcher:
         status: bytes,
         outcome: dict[str, object] | None,
         done: dict[str, object],
+        first: list[asyncio.Future[Any]] | None = None,
     ) -> None:
         """Ledger ``outcome`` (with the status), the status, then ledger ``done``, each
         acknowledged before the next: after a crash ``outcome`` alone means "publish this
         status again" (a repeat, identical, only in the instant between the last two
         writes), and ``done`` means it is on the broker."""
         key = command_id.encode()
+        if first:
+            await asyncio.gather(*first)
         if outcome is not None:
             await self._producer_send(Role.DISPATCH_LEDGER, key, orjson.dumps(outcome), p)
         await self._status_write(phone, status)

@@ -277,6 +277,33 @@ async def test_an_alert_that_ends_unsent_hands_on_its_opt_out_footer_and_no_rest
     print(f"checked: {outcome}; the one text sent carries the footer: {texts[0][1]!r}")
 
 
+async def test_a_text_that_overtakes_the_deferred_first_text_carries_its_footer(
+    rig: Rig, read: Reader
+) -> None:
+    """The alert with "Reply STOP" waits for the morning; a life-safety update for the same
+    number goes now and is the first text the customer reads: it carries the footer."""
+    footer = " Reply STOP to opt out."
+    number = phone(310)
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    alert = command(
+        number,
+        outage=("O3", 1),
+        body="Acme: Outage in your area." + footer,
+        not_before=later,
+        expires_at=(datetime.now(UTC) + timedelta(hours=2)).isoformat(),
+    )
+    update = command(number, kind="update", outage=("O3", 2), body="Acme update: life safety.")
+    await rig.dispatcher()
+    await rig.commands([alert, update])
+    status = read(Role.DELIVERY_STATUS)
+    await status.until(lambda r: cid_of(update) in statuses(r), what="the update's status")
+    assert [(m.to, m.text) for m in rig.fake.messages] == [
+        (number, "Acme update: life safety." + footer)
+    ]
+    assert cid_of(alert) not in statuses(status), "the alert still waits for the morning"
+    print("checked: the overtaking update carried the footer; the alert still deferred")
+
+
 async def test_provider_faults_end_in_one_terminal_status_each(rig: Rig, read: Reader) -> None:
     bad = phone(7)
     rig.fake.faults.throttle = 5

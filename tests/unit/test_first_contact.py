@@ -198,3 +198,15 @@ def test_an_opt_out_or_staleness_is_reported_before_not_alerted() -> None:
     opted = decide(restored, {"all": True}, None, False, NOW, never_alerted=True)
     assert isinstance(opted, Terminal)
     assert opted.reason == Reason.OPTED_OUT
+
+
+def test_a_text_that_overtakes_the_queued_first_text_carries_the_footer_too() -> None:
+    """The first text (with the footer) still waits (quiet hours, a retry) when a
+    life-safety update for the number goes: that update is what the customer reads first."""
+    first = command(MessageKind.ALERT, first=True)
+    overtaking = command(MessageKind.UPDATE, first=False, version=2)
+    pending = {PHONE: 1}
+
+    assert with_owed_footer(first, {}, pending) is first, "it has the footer already"
+    assert with_owed_footer(overtaking, {}, pending).body.endswith(opt_out_footer("en"))
+    assert with_owed_footer(overtaking, {}, {}) is overtaking, "nothing pending, nothing owed"
