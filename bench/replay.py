@@ -122,8 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outages", type=int, default=5)
     p.add_argument("--regions", type=int, default=4)
     args = p.parse_args(argv)
+    print(replay_bench(args.customers, args.texts, args.outages, args.regions))
+    return 0
 
-    data = records(args.customers, args.texts, args.outages, args.regions)
+
+def replay_bench(customers: int, texts: int, outages: int = 5, regions: int = 4) -> str:
+    """The replay's rates and the CPU per part, as markdown (``bench.run`` includes it)."""
+    out: list[str] = []
+    data = records(customers, texts, outages, regions)
     config = build_config(Settings(partitions=8))
     engine = ReplayEngine(config)
     # source -> [seconds, records, decisions]
@@ -174,17 +180,19 @@ def main(argv: list[str] | None = None) -> int:
         if count:
             rows.append((f"  {source} records alone", int(count), f"{count / secs:,.0f}/s"))
             rows.append((f"  {source} decisions alone", int(decided), f"{decided / secs:,.0f}/s"))
-    print(
+    out.append(
         f"| one core (CPU time of the replay thread), {sys.implementation.name} "
         f"{sys.version.split()[0]} | count | rate |"
     )
-    print("| --- | ---: | ---: |")
+    out.append("| --- | ---: | ---: |")
     for name, count, rate in rows:
-        print(f"| {name} | {count:,} | {rate} |")
-    print(f"\nwall clock {wall_s:.2f} s for {replay_s:.2f} s of CPU (other load on the machine)")
-    print()
-    print(parts(data, config))
-    return 0
+        out.append(f"| {name} | {count:,} | {rate} |")
+    out.append(
+        f"\nwall clock {wall_s:.2f} s for {replay_s:.2f} s of CPU (other load on the machine)"
+    )
+    out.append("")
+    out.append(parts(data, config))
+    return "\n".join(out)
 
 
 def _cpu_us(fn: Callable[[], object], n: int) -> float:
