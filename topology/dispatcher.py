@@ -726,6 +726,7 @@ class Dispatcher:
         sender = cmd.from_
         if self._is_done(item):
             q.pop(item)
+            self._settle_pending(item, Terminal(DeliveryOutcome.SUPPRESSED, Reason.DUPLICATE))
             await self._duplicate(item, now)
             return False
         if sender not in self.limiter.limits or sender not in self._usable:
