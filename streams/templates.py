@@ -8,6 +8,7 @@ recipient that shares them, never once per recipient.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -132,8 +133,11 @@ class Templates:
         return Rendered(body, cost.encoding, cost.segments)
 
 
+@functools.cache
 def opt_out_footer(language: str) -> str:
-    """The first-message "Reply STOP to opt out" in ``language``, as templates append it."""
+    """The first-message "Reply STOP to opt out" in ``language``, as templates append it.
+
+    Cached: the dispatcher asks for every command it reads and settles."""
     return transliterate(_lang(language).stop)
 
 

@@ -27,6 +27,7 @@ from outage_sms.admin import ensure_topics
 from outage_sms.brokers import RunningBroker, start_broker
 from outage_sms.fake_provider import FakeConfig, FakeProvider
 from outage_sms.worker import EXIT_SHUTDOWN_ABANDONED, SHUTDOWN_TIMEOUT
+from tests import builders
 from tests.integration.test_dispatcher import Rig, statuses
 from tests.kafka_helpers import (
     EndOffsets,
@@ -93,21 +94,10 @@ async def crash_rig(settings: Settings) -> AsyncIterator[Rig]:
 
 
 def outage_event(oid: str = "O1", version: int = 1, **over: Any) -> tuple[bytes, bytes]:
+    """An outage detected now, its ETA three hours ahead."""
     now = datetime.now(UTC)
-    rec: dict[str, Any] = {
-        "schema_version": 1,
-        "outage_id": oid,
-        "version": version,
-        "status": "detected",
-        "severity": "service",
-        "regions": ["R1"],
-        "summary": "Storm damage on Main St",
-        "eta": (now + timedelta(hours=3)).isoformat(),
-        "status_url": "https://status.example.com/o/1",
-        "occurred_at": now.isoformat(),
-    }
-    rec.update(over)
-    return oid.encode(), orjson.dumps(rec)
+    fields = {"eta": (now + timedelta(hours=3)).isoformat(), "occurred_at": now.isoformat()}
+    return builders.outage(oid, version, **{**fields, **over})
 
 
 def texts_to(fake: FakeProvider, numbers: set[str] | None = None) -> Counter[str]:

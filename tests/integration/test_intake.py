@@ -12,6 +12,7 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from outage_sms.admin import ensure_topics
+from tests import builders
 from tests.kafka_helpers import TopicReader, WorkerProcess, produce
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -33,20 +34,8 @@ def accounts(reader: TopicReader, phone: str) -> dict[str, Any]:
 
 
 def outage(oid: str, version: int, **over: object) -> bytes:
-    rec = {
-        "schema_version": 1,
-        "outage_id": oid,
-        "version": version,
-        "status": "detected",
-        "severity": "service",
-        "regions": ["R1"],
-        "summary": "Power outage",
-        "eta": "2026-11-22T23:00:00Z",
-        "status_url": "https://status.example.com/o/1",
-        "occurred_at": NOW,
-    }
-    rec.update(over)
-    return orjson.dumps(rec)
+    fields = {"summary": "Power outage", "eta": "2026-11-22T23:00:00Z", "occurred_at": NOW}
+    return builders.outage(oid, version, **{**fields, **over})[1]
 
 
 def without(value: bytes, field: str) -> bytes:
