@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ._base import E164, Record, SenderId, UtcDatetime, format_utc, parse_e164, parse_sender
-from .audit_record import AuditRecord
+from .audit_record import AuditDraft, AuditRecord
 from .customer_record import CustomerRecord
 from .dead_letter import DeadLetter, RejectReason
 from .delivery_status import DeliveryOutcome, DeliveryStatus
@@ -22,6 +22,7 @@ __all__ = [
     "E164",
     "EXPORTED",
     "JSON_DIR",
+    "AuditDraft",
     "AuditRecord",
     "CustomerRecord",
     "DeadLetter",

@@ -17,7 +17,8 @@ reply command ids. The rules, in the order they apply:
    number that is not a customer gets a generic answer, never anyone's data.
 6. Anything else gets the keyword menu, at most once per ``menu_every``.
 7. Loop protection (``streams.loops``) silences every automated reply during a cool-down,
-   confirmations included: an auto-responder is not a person waiting for one.
+   except the confirmation of an opt-out or opt-in: one per state change cannot feed a
+   loop, and the customer is owed it (CTIA); it is audited as ``loop_exempt``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from schemas import AuditRecord, InboundSms, MessageKind, format_utc
+from schemas import AuditDraft, InboundSms, MessageKind, format_utc
 
 from .fanout import Subscriber
 from .keywords import Classified, Intent, KeywordConfig, classify, normalize
@@ -111,7 +112,7 @@ class InboundOutcome:
     guard: GuardState
     command: tuple[str, bytes] | None
     """(recipient phone, SendCommand JSON) of the one reply, if any."""
-    audits: list[AuditRecord]
+    audits: list[AuditDraft]
     intent: Classified
 
 
@@ -192,18 +193,19 @@ def handle_inbound(
     norm = normalize(sms.body)
     intent = classify(sms.body, rules.keywords)
     language = subscriber.customers[0].language if subscriber and subscriber.customers else "en"
-    audits: list[AuditRecord] = []
+    audits: list[AuditDraft] = []
 
     def audit(decision: str, reason: str | None = None, **facts: Any) -> None:
+        # Facts are JSON values only (strings, numbers, lists): AuditDraft's contract.
         audits.append(
-            AuditRecord(
+            AuditDraft(
                 audit_id=f"inbound:{mid}:{decision}",
                 decision=decision,
+                at=at,
+                facts={"sender": sender, **facts},
                 reason=reason,
                 phone=phone,
                 message_id=mid,
-                facts={"sender": sender, **facts},
-                at=now,
             )
         )
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas import InboundSms, SendCommand
+from schemas import AuditRecord, InboundSms, SendCommand
 from streams.fanout import Customer, Subscriber
 from streams.loops import LoopRules
 from streams.replies import (
@@ -82,11 +82,19 @@ class Number:
             self.rules,
         )
         self.optout, self.guard = out.optout, out.guard
+        for a in out.audits:  # every path's audits: the same bytes the model would write
+            assert a.to_bytes() == as_model(a).to_bytes()
         if out.command is not None:
             key, value = out.command
             assert key == PHONE
             self.sent.append(SendCommand.from_bytes(value))
         return out
+
+
+def as_model(a: Any) -> AuditRecord:
+    """The draft's fields through pydantic's validation, independently of its bytes."""
+    fields = {k: getattr(a, k) for k in AuditRecord.model_fields if hasattr(a, k)}
+    return AuditRecord.model_validate(fields)
 
 
 def decisions(out: InboundOutcome) -> list[tuple[str, str | None]]:
