@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from base64 import urlsafe_b64encode
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -174,11 +174,25 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _run_coroutine(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``asyncio.run``, also from code already inside an event loop (a benchmark or a
+    test that starts a broker from a coroutine), where it would refuse to run."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(make())
+        return
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, make()).result()
+
+
 def wait_until_ready(
     bootstrap: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None
 ) -> None:
     """Wait until the broker answers a metadata request (an open port is not enough)."""
-    import asyncio
 
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -199,7 +213,7 @@ def wait_until_ready(
         try:
             with socket.create_connection((host, int(port)), timeout=1):
                 pass
-            asyncio.run(probe())
+            _run_coroutine(probe)
             return
         except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
             last = exc
