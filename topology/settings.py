@@ -229,6 +229,14 @@ class Settings(BaseSettings):
         description="Consumer group session timeout (worker and dispatcher); a member killed "
         "without leaving holds its partitions this long. Default: 30 on Kafka, 6 on Tansu.",
     )
+    consumer_fetch_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=60_000,
+        description="Longest the broker may hold the worker's empty fetch. Default: Faust's "
+        "1500 on Kafka (it answers as soon as a record arrives), 50 on Tansu (it waits the "
+        "full time: every hop of the pipeline took up to that long).",
+    )
     sender_burst: float = Field(
         default=1.0,
         ge=1.0,
@@ -255,6 +263,12 @@ class Settings(BaseSettings):
     def changelog_prefix(self) -> str:
         """Faust names changelogs ``<id>[-v<version>]-<table>-changelog``."""
         return self.faust_id if self.app_version <= 1 else f"{self.faust_id}-v{self.app_version}"
+
+    def fetch_wait_ms(self) -> int | None:
+        """The worker consumer's fetch wait, or None for Faust's own (topology.fetch_wait)."""
+        if self.consumer_fetch_wait_ms is not None:
+            return self.consumer_fetch_wait_ms
+        return 50 if self.broker_kind == "tansu" else None
 
     def group_timeouts(self) -> tuple[float, float, float]:
         """(session, heartbeat, rebalance) seconds for consumer groups."""
