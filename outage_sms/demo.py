@@ -163,6 +163,8 @@ class Tap:
             bootstrap_servers=self.settings.bootstrap_servers,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Live progress: on Tansu an empty fetch is held its full time (fetch_wait).
+            fetch_max_wait_ms=self.settings.fetch_wait_ms() or 500,
         )
         await c.start()
         tps = [

@@ -104,6 +104,9 @@ class TopicReader:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level=self.isolation_level,
+                # Tansu holds an empty fetch its full time, records arriving or not
+                # (topology/fetch_wait.py): a short wait sees them sooner.
+                fetch_max_wait_ms=50,
             )
             await c.start()
             parts = c.partitions_for_topic(self.topic)
