@@ -136,8 +136,11 @@ _INNER_PUNCT = re.compile(r"[^\w\s'\-]")
 def normalize(body: str) -> str:
     """Case-folded, accents removed ("ARRÊT" -> "arret"), whitespace collapsed, surrounding
     punctuation dropped; curly apostrophes become straight ones."""
-    text = unicodedata.normalize("NFKD", body.replace("\u2019", "'").replace("\u2018", "'"))
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    if body.isascii():  # most texts: NFKD changes nothing and nothing combines
+        text = body.casefold()
+    else:
+        text = unicodedata.normalize("NFKD", body.replace("\u2019", "'").replace("\u2018", "'"))
+        text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     text = _SPACE.sub(" ", text).strip()
     return _EDGE.sub("", text)
 
@@ -220,10 +223,14 @@ _STATUS_Q = [
 ]
 
 
-def classify(body: str, config: KeywordConfig | None = None) -> Classified:
-    """The intent of one inbound text. Keywords win over phrases; opt-out wins over all."""
+def classify(
+    body: str, config: KeywordConfig | None = None, normalized: str | None = None
+) -> Classified:
+    """The intent of one inbound text. Keywords win over phrases; opt-out wins over all.
+
+    ``normalized``: ``normalize(body)`` when the caller has it already."""
     cfg = config or KeywordConfig()
-    norm = normalize(body)
+    norm = normalize(body) if normalized is None else normalized
     if not norm:
         return Classified(Intent.OTHER)
     single = _words(norm)

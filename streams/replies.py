@@ -191,7 +191,7 @@ def handle_inbound(
     phone, sender, mid = sms.from_, sms.to, sms.message_id
     at = format_utc(now)
     norm = normalize(sms.body)
-    intent = classify(sms.body, rules.keywords)
+    intent = classify(sms.body, rules.keywords, norm)
     language = subscriber.customers[0].language if subscriber and subscriber.customers else "en"
     audits: list[AuditDraft] = []
 

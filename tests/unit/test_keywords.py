@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -234,3 +237,21 @@ def test_any_case_and_surrounding_punctuation(
 @given(st.text(max_size=200))
 def test_never_crashes(body: str) -> None:
     assert classify(body).intent in set(Intent)
+
+
+def _normalize_unicode_path(body: str) -> str:
+    """``normalize`` without its ASCII shortcut: NFKD, combining marks dropped, casefold."""
+    text = unicodedata.normalize("NFKD", body.replace("\u2019", "'").replace("\u2018", "'"))
+    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"^\W+|\W+$", "", text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_the_ascii_shortcut_normalizes_as_the_unicode_path(body: str) -> None:
+    assert normalize(body) == _normalize_unicode_path(body)
+
+
+@given(st.text(max_size=60) | st.sampled_from(["STOP", "Stop texting me", "when is it back?"]))
+def test_classify_given_the_normalized_body_decides_the_same(body: str) -> None:
+    assert classify(body, normalized=normalize(body)) == classify(body)
