@@ -14,8 +14,10 @@ The combination is phonenumbers' own code (9.0), inlined so nothing is computed 
 ``number_type`` is the same ``_number_type_helper`` over the same metadata, so a valid
 number's type is the one the validity check computed; and for a calling code shared by
 several regions (+1, +44, +7) the region search already ran that helper for the region it
-picked, unless leading digits decided it. ``tests/unit/test_phones.py`` pins the equivalence
-against the public functions over numbers from every calling code.
+picked, unless leading digits decided it. A plain ``+digits`` string (every number on our
+topics) is parsed by :func:`_parse_e164`, ``parse``'s own steps without its handling of
+typed text: about 7 microseconds instead of 20-30. ``tests/unit/test_phones.py`` pins the
+equivalence against the public functions over numbers from every calling code.
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ from phonenumbers import (
     PhoneNumberType,
 )
 from phonenumbers import timezone as pn_timezone
+from phonenumbers.phonenumberutil import ValidationResult as _Length
 from phonenumbers.phonenumberutil import (
+    _maybe_strip_national_prefix_carrier_code,
     _number_type_helper,
+    _set_italian_leading_zeros_for_phone_number,
+    _test_number_length,
     country_code_for_valid_region,
     is_number_type_geographical,
     national_significant_number,
+    region_code_for_country_code,
 )
 from phonenumbers.re_util import re_compile
 
@@ -66,13 +73,57 @@ class NumberAnalysis:
     """``timezone.time_zones_for_number`` of a valid number."""
 
 
+#: ``+`` and digits only, as every number on our topics is written: for these
+#: :func:`_parse_e164` skips the lenient text handling of ``phonenumbers.parse``.
+_PLAIN_E164 = re_compile(r"\+[1-9][0-9]{1,16}")
+_SHORT_LENGTHS = (_Length.TOO_SHORT, _Length.IS_POSSIBLE_LOCAL_ONLY, _Length.INVALID_LENGTH)
+
+
+def _parse_e164(value: str) -> phonenumbers.PhoneNumber | None:
+    """``phonenumbers.parse(value, None)`` for a plain ``+digits`` string, or None when
+    it would raise (the caller then lets ``parse`` say why, in its words).
+
+    ``parse`` is built for text a person typed: it looks for a number in the string,
+    strips punctuation, extensions and RFC 3966 parameters and normalises every Unicode
+    digit, char by char (about half of its 20 microseconds here), all of which leave a
+    plain ``+digits`` string as it was. The steps that remain are its own, in its order
+    (9.0): the country code (longest known prefix of at most three digits), the national
+    prefix stripped when what remains still has a possible length, the length bounds,
+    the Italian leading zeros.
+    """
+    digits = value[1:]
+    for size in (1, 2, 3):
+        cc = int(digits[:size])
+        if cc in COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    nsn = digits[size:]
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(
+        cc, region_code_for_country_code(cc)
+    )
+    if len(nsn) < 2 or metadata is None:
+        return None
+    _carrier, stripped, _ = _maybe_strip_national_prefix_carrier_code(nsn, metadata)
+    if _test_number_length(stripped, metadata) not in _SHORT_LENGTHS:
+        nsn = stripped
+    if not 2 <= len(nsn) <= 17:
+        return None
+    number = phonenumbers.PhoneNumber(country_code=cc)
+    _set_italian_leading_zeros_for_phone_number(nsn, number)
+    number.national_number = int(nsn)
+    return number
+
+
 @lru_cache(maxsize=PHONE_CACHE_SIZE)
 def analyse_number(value: str) -> NumberAnalysis:
     """Parse ``value`` (no default region: it must carry ``+`` and a country code)."""
-    try:
-        parsed = phonenumbers.parse(value, None)
-    except phonenumbers.NumberParseException as exc:
-        return NumberAnalysis(str(exc), False, PhoneNumberType.UNKNOWN, None, None)
+    parsed = _parse_e164(value) if _PLAIN_E164.fullmatch(value) else None
+    if parsed is None:
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException as exc:
+            return NumberAnalysis(str(exc), False, PhoneNumberType.UNKNOWN, None, None)
     invalid = NumberAnalysis(None, False, PhoneNumberType.UNKNOWN, None, None)
     cc = parsed.country_code
     regions = COUNTRY_CODE_TO_REGION_CODE.get(cc) if cc is not None else None

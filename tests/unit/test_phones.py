@@ -11,10 +11,11 @@ from phonenumbers import PhoneNumberType
 from phonenumbers import timezone as pn_timezone
 
 from schemas import parse_e164
-from schemas._phone import PHONE_CACHE_SIZE, analyse_number
+from schemas._phone import PHONE_CACHE_SIZE, _parse_e164, analyse_number
 from streams.phones import PhoneFacts, phone_facts
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_PLAIN = re.compile(r"\+[1-9][0-9]{1,16}")
 
 INVALID = PhoneFacts(False, "invalid", None, None)
 
@@ -179,3 +180,25 @@ def test_analysis_is_memoised_and_bounded() -> None:
     first = analyse_number("+14155550123")
     assert analyse_number("+14155550123") is first
     assert analyse_number.cache_info().maxsize == PHONE_CACHE_SIZE
+
+
+def test_the_plain_e164_parse_equals_phonenumbers_parse() -> None:
+    """Plain ``+digits``: ``_parse_e164`` answers as ``phonenumbers.parse`` does, and
+    declines exactly where parse raises (``analyse_number`` then lets parse say why)."""
+    rnd = random.Random(11)
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    corpus = [n for n in _corpus() if _PLAIN.fullmatch(n)]
+    for _ in range(20_000):
+        number = f"+{rnd.choice(codes)}{rnd.randrange(10 ** rnd.randrange(0, 14))}"
+        if _PLAIN.fullmatch(number):
+            corpus.append(number)
+    answered = 0
+    for number in corpus:
+        mine = _parse_e164(number)
+        try:
+            theirs: phonenumbers.PhoneNumber | None = phonenumbers.parse(number, None)
+        except phonenumbers.NumberParseException:
+            theirs = None
+        assert mine == theirs, number
+        answered += mine is not None
+    assert answered > 15_000  # the shortcut is taken, not only declined
