@@ -6,6 +6,8 @@ polls. Tansu does not: a fetch waits its full time however soon a record arrives
 Faust hop took up to 1.5 s (750 ms on average: the outage-to-command p50 of about 1.5 s
 on Tansu in ``bench/results``, two hops). Measured with a bare aiokafka consumer on Tansu,
 one record at a time at random moments: 14-1,428 ms with 1,500 ms, 5-36 ms with 50 ms.
+The price on Tansu: an idle worker polls 20 times a second, about 7% of a core instead
+of 1% (measured over 20 s).
 
 :func:`limit_fetch_wait` makes Faust's consumer of one app wait at most ``ms`` instead:
 Faust builds the consumer in ``AIOKafkaConsumerThread._create_worker_consumer`` and
