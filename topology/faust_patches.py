@@ -39,6 +39,30 @@ fetch): 13 ms after the seek began, one fetch returned 2,452 records of all 16
 ``sms.inbound`` partitions, from their committed offsets, with no partition active. The
 fix, :func:`snapshot_fetches`, gives each fetch a copy of the set as it was when the fetch
 began, so a fetch only ever returns partitions that were active then.
+
+**A commit that fails across a rebalance is recorded as done** (faust-streaming 0.15.3:
+``Consumer._commit_offsets`` updates ``_committed_offset`` whether or not the commit
+succeeded). When the broker dies under a worker, the offset commit in flight is retried
+until the broker is back, where the group has expired the member: it fails with
+UnknownMemberId and Faust's ``_commit`` returns False. If that answer arrives after the
+revoke has cleared the partitions' state (the revoke waits for the commit in flight), the
+offsets the broker never stored stay in ``_committed_offset`` into the new generation:
+``perform_seek`` overwrites only the partitions the broker has a commit for. The rewind of
+uncommitted partitions (``_rewind_uncommitted``) then skips them as committed, and they
+stay wherever a fetch dropped during the rebalance left the fetcher: a fetch begun just
+before the revoke (its snapshot still has every stream partition active) returns the new
+generation's first records, from the start of each partition, and Faust drops them as
+paused. Everything up to that position, including input sent after the broker restart, is
+never processed, and nothing is logged. Observed in the broker-restart test of
+``tests/integration/test_crash_faults.py`` (1 run in 3 or 4 after the kill test) with a
+probe: ``customer.regions[0]`` at committed 7 in Faust and nothing committed on the
+broker, its offsets 0-13 returned 0.3 s after the rejoin to a fetch begun before the revoke
+and dropped, no seek for it; only the one partition without a phantom commit (rewound to
+0) was processed afterwards. In the runs that passed, the failed commit returned before
+the revoke, whose clearing removed its offsets. The fix,
+:meth:`SafeRecovery._forget_previous_generation`, clears that bookkeeping of the stream
+partitions right before the seek, after any commit in flight, so every stream partition is
+positioned by the seek or the rewind whatever a fetch dropped before.
 """
 
 from __future__ import annotations
@@ -118,6 +142,7 @@ class SafeRecovery(Recovery):
         consumer = self.app.consumer
         streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
         if assignment:
+            await self._forget_previous_generation(streams)
             self.log.info("Seek stream partitions to committed offsets.")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
             await self._rewind_uncommitted(streams)
@@ -127,6 +152,27 @@ class SafeRecovery(Recovery):
         # No await between the clear and here: no record can slip in and be cleared.
         consumer.resume_partitions(streams)
         consumer.resume_flow()
+
+    async def _forget_previous_generation(self, streams: set[Any]) -> None:
+        """Drop Faust's commit bookkeeping of the stream partitions before the seek, so
+        that what ``perform_seek`` leaves in ``_committed_offset`` is what the broker has.
+
+        ``perform_seek`` only overwrites the partitions the broker has a commit for. A
+        commit that failed across the rebalance (UnknownMemberId after the broker came
+        back) still records its offsets as committed, and when it returns after the
+        revoke cleared the partition's state, those never-committed offsets survive into
+        the new generation (see the module docstring). Waits for a commit in flight first;
+        nothing awaits between that and the clearing, and the cleared partitions have no
+        acks left, so no commit can bring them back before the seek. Safe: the stream
+        partitions are paused and everything from the committed offset on is delivered
+        again, so no ack of this generation is dropped."""
+        consumer = cast(Any, self.app.consumer)
+        await consumer.maybe_wait_for_commit_to_finish()
+        for tp in streams:
+            consumer._committed_offset.pop(tp, None)
+            consumer._acked.pop(tp, None)
+            consumer._acked_index.pop(tp, None)
+            consumer._gap.pop(tp, None)
 
     async def _rewind_uncommitted(self, streams: set[Any]) -> None:
         """Start a stream partition this group never committed where a new group starts.
