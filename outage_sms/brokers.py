@@ -451,6 +451,16 @@ def _start_kafka(
     raise AssertionError("unreachable")
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id as Kafka's ``Uuid.randomUuid`` makes them: URL-safe base64,
+    never starting with ``-`` (``StorageTool format -t -x...`` reads that as an option and
+    fails: about one broker start in 64)."""
+    while True:
+        cid = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 def _start_kafka_once(
     jars: Path, java: str, port: int, controller: int, workdir: Path
 ) -> RunningBroker:
@@ -475,7 +485,7 @@ def _start_kafka_once(
         "-cp",
         cp,
     ]
-    cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     fmt = subprocess.run(  # noqa: S603
         [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
         capture_output=True,
