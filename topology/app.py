@@ -43,7 +43,7 @@ from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
 from .faust_patches import SafeTableManager
-from .fetch_wait import limit_fetch_wait
+from .fetch_wait import fast_fetch_when_ready
 from .guard import RetriesExhausted, process_guarded
 from .replies_batch import RepliesBatch, misplaced
 from .rules import fanout_planner, reply_rules
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     built = OutageSmsApp(settings=s, registry=registry, faust_app=app)
     wait = s.fetch_wait_ms()
     if wait is not None:
-        limit_fetch_wait(app, wait)
+        fast_fetch_when_ready(app, wait)
 
     def topic(role: Role) -> faust.TopicT:
         spec = registry[role]

@@ -233,9 +233,10 @@ class Settings(BaseSettings):
         default=None,
         ge=1,
         le=60_000,
-        description="Longest the broker may hold the worker's empty fetch. Default: Faust's "
-        "1500 on Kafka (it answers as soon as a record arrives), 50 on Tansu (it waits the "
-        "full time: every hop of the pipeline took up to that long).",
+        description="Longest the broker may hold the worker's empty fetch once its tables are "
+        "recovered (Faust's 1500 during a rebalance and recovery). Default: Faust's 1500 on "
+        "Kafka (it answers as soon as a record arrives), 50 on Tansu (it waits the full "
+        "time: every hop of the pipeline took up to that long).",
     )
     sender_burst: float = Field(
         default=1.0,

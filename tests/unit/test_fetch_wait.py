@@ -1,14 +1,15 @@
-"""The worker's consumer waits 50 ms for an empty fetch on Tansu, Faust's 1500 on Kafka."""
+"""The worker's consumer waits 50 ms for an empty fetch on Tansu once its tables are
+recovered, Faust's 1500 during a rebalance and recovery, and on Apache Kafka."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from topology import fetch_wait
+from topology.fetch_wait import FAUST_FETCH_WAIT_MS, fast_fetch_when_ready, set_fetch_wait
 from topology.settings import Settings
 
 
@@ -27,13 +28,46 @@ def test_the_fetch_wait_follows_the_broker_unless_configured(
     assert Settings(**over).fetch_wait_ms() == expected
 
 
-def test_only_the_limited_app_consumer_waits_less(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Faust's own method builds the consumer with 1500 (it needs a running loop and app).
-    monkeypatch.setattr(
-        fetch_wait, "_original", lambda _self, _t: SimpleNamespace(_fetch_max_wait_ms=1500)
+class _Signal:
+    def __init__(self) -> None:
+        self.receivers: list[Callable[..., Any]] = []
+
+    def connect(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        self.receivers.append(fn)
+        return fn
+
+    async def send(self, *args: Any) -> None:
+        for fn in self.receivers:
+            await fn(self, *args, signal=self)
+
+
+def _app() -> Any:
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=FAUST_FETCH_WAIT_MS)
+    consumer = SimpleNamespace(_fetch_max_wait_ms=FAUST_FETCH_WAIT_MS, _fetcher=fetcher)
+    return SimpleNamespace(
+        consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=consumer)),
+        on_rebalance_complete=_Signal(),
+        on_partitions_revoked=_Signal(),
     )
-    limited, plain = SimpleNamespace(), SimpleNamespace()
-    fetch_wait.limit_fetch_wait(limited, 50)
-    create = AIOKafkaConsumerThread._create_worker_consumer
-    assert create(SimpleNamespace(app=limited), None)._fetch_max_wait_ms == 50  # type: ignore[arg-type]
-    assert create(SimpleNamespace(app=plain), None)._fetch_max_wait_ms == 1500  # type: ignore[arg-type]
+
+
+def _waits(app: Any) -> tuple[int, int]:
+    c = app.consumer._thread._consumer
+    return c._fetch_max_wait_ms, c._fetcher._fetch_max_wait_ms
+
+
+async def test_short_only_between_a_completed_recovery_and_the_next_revoke() -> None:
+    app = _app()
+    fast_fetch_when_ready(app, 50)
+    assert _waits(app) == (1500, 1500)  # the first recovery reads with Faust's wait
+    await app.on_rebalance_complete.send()
+    assert _waits(app) == (50, 50)
+    await app.on_partitions_revoked.send(set())
+    assert _waits(app) == (1500, 1500)
+    await app.on_rebalance_complete.send()
+    assert _waits(app) == (50, 50)
+
+
+def test_no_consumer_yet_is_not_an_error() -> None:
+    app = SimpleNamespace(consumer=SimpleNamespace())
+    assert set_fetch_wait(app, 50) is False
