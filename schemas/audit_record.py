@@ -70,7 +70,3 @@ class AuditDraft(NamedTuple):
                 "at": self.at,
             }
         )
-
-    def to_record(self) -> AuditRecord:
-        """The validated model (tests, tools): the same fields through pydantic."""
-        return AuditRecord.from_bytes(self.to_bytes())
