@@ -81,6 +81,8 @@ class LocalViews:
             if state:
                 self.on_subscriber(int(state["p"]), phone, state, force=True)
                 n += 1
+        for index in self.index.values():
+            index.prepare()
         for _key, chunk in memory:
             if chunk:
                 self.memory_for(int(chunk["p"])).apply(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -25,6 +26,7 @@ from streams.fanout import (
     Subscriber,
     Told,
     command_id,
+    in_order,
     outage_phase,
     subscriber_from_state,
 )
@@ -350,6 +352,44 @@ def test_partition_index_remove_forgets_the_number_and_ignores_unknown_ones() ->
     assert index.by_region == {}
 
 
+_NUMBERS = [f"+1415555{i:04d}" for i in range(12)]
+_REGIONS = ["R1", "R2", "R3"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["upsert", "remove", "order"]),
+            st.sampled_from(_NUMBERS),
+            st.sets(st.sampled_from(_REGIONS), min_size=1),
+            st.sets(st.sampled_from(_REGIONS), min_size=1),
+        ),
+        max_size=40,
+    ),
+    st.sets(st.sampled_from(_NUMBERS)),
+)
+def test_ordered_regions_equal_sorting_whatever_the_changes(
+    ops: list[tuple[str, str, set[str], set[str]]], extra: set[str]
+) -> None:
+    """The kept, repaired order of each region is what ``sorted`` would give, and the
+    planner's candidates are the sorted union of the regions and the numbers alerted."""
+    index = PartitionIndex()
+    for op, number, regions, asked in ops:
+        if op == "upsert":
+            index.upsert(subscriber(number, customer(regions=regions)))
+        elif op == "remove":
+            index.remove(number)
+        else:
+            for region in _REGIONS:
+                assert index.ordered(region) == sorted(index.by_region.get(region, ()))
+            expected = sorted(index.phones_in(asked) | extra)
+            assert in_order(index, asked, extra) == expected
+    index.prepare()
+    for region in _REGIONS:
+        assert index.ordered(region) == sorted(index.by_region.get(region, ()))
+
+
 def test_outage_memory_keeps_the_highest_version_whatever_the_order() -> None:
     memory = OutageMemory()
     memory.apply(OID, 2, "ongoing:service", None, [(A, "update")])
@@ -357,6 +397,28 @@ def test_outage_memory_keeps_the_highest_version_whatever_the_order() -> None:
     assert memory.told[OID][A] == Told(2, "ongoing:service", None, MessageKind.UPDATE)
     assert memory.told[OID][B].kind is MessageKind.ALERT
     assert memory.introduced == {A, B}
+
+
+def test_outage_memory_same_answer_in_every_chunk_order() -> None:
+    """Newer versions take the bulk path, older ones the per-entry one: same result."""
+    chunks = [
+        (1, "ongoing:service", [(A, "alert"), (B, "alert"), (C, "alert")]),
+        (2, "ongoing:service", [(A, "update"), (B, "restored")]),
+        (2, "ongoing:service", [(C, "update")]),
+        (3, "resolved", [[A, "restored"]]),  # as read back from JSON
+        (1, "ongoing:service", []),
+    ]
+    expected = {
+        A: Told(3, "resolved", None, MessageKind.RESTORED),
+        B: Told(2, "ongoing:service", None, MessageKind.RESTORED),
+        C: Told(2, "ongoing:service", None, MessageKind.UPDATE),
+    }
+    for order in itertools.permutations(chunks):
+        memory = OutageMemory()
+        for version, phase, entries in order:
+            memory.apply(OID, version, phase, None, entries)
+        assert memory.told[OID] == expected, order
+        assert memory.introduced == {A, B, C}
 
 
 def test_remember_records_phase_eta_and_kind() -> None:
