@@ -302,8 +302,8 @@ def command_id(outage_id: str, version: int, phone: str) -> str:
 class FanoutChunk:
     """Output for up to ``chunk_size`` recipients, ready for the producer."""
 
-    commands: list[tuple[str, bytes]] = field(default_factory=list)
-    """(phone, SendCommand JSON)."""
+    commands: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(phone, the record key; SendCommand JSON): ready for the producer as they are."""
     audits: list[tuple[str, bytes]] = field(default_factory=list)
     """(outage id, AuditRecord JSON): one record per decision group of this chunk."""
     told: list[tuple[str, str]] = field(default_factory=list)
@@ -613,10 +613,12 @@ class FanoutPlanner:
                 )
             tail, group, units, not_before = found
 
+            number = phone.encode()
             digest = cid_base.copy()
-            digest.update(phone.encode())
+            digest.update(number)
             cid = "cmd-" + digest.hexdigest()
-            chunk.commands.append((phone, f'{{"command_id":"{cid}","to":"{phone}"'.encode() + tail))
+            value = f'{{"command_id":"{cid}","to":"{phone}"'.encode() + tail
+            chunk.commands.append((number, value))
             chunk.told.append((phone, kind_names[kind]))
             work[sender.id] += units
             if bypass is not None:

@@ -413,9 +413,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             summary,
         ):
             planned = True
-            await emitter.add(
-                commands_name, partition, ((p.encode(), v) for p, v in chunk.commands)
-            )
+            await emitter.add(commands_name, partition, chunk.commands)
             await emitter.add(audit_name, partition, ((k.encode(), v) for k, v in chunk.audits))
             if chunk.told:
                 unsaved.append((chunk.told[0][0], chunk.told))

@@ -79,22 +79,38 @@ class BatchEmitter:
     async def add(
         self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes]]
     ) -> None:
-        """Append records to ``topic[partition]``; full batches go out as they fill."""
+        """Append records to ``topic[partition]``; full batches go out as they fill.
+
+        Appends go straight to the batch's C record builder, doing the two things
+        ``BatchBuilder.append`` does around it (count the offset, close when full): its
+        Python wrapper (serialisers we do not use, a metadata object we drop) cost more
+        than the C append itself, ~5% of a fan-out. tests/unit/test_emitter.py compares
+        the batches with ``BatchBuilder.append``'s byte for byte.
+        """
         if not self._started:
             await self.start()
         key = (topic, partition)
         batch = self._open.get(key)
         if batch is None:
             batch = self._open[key] = self._producer.create_batch()
+        append = batch._builder.append
+        offset = batch._relative_offset
         n = 0
-        for k, v in records:
-            n += 1
-            if batch.append(key=k, value=v, timestamp=None) is None:
-                await self._send(batch, topic, partition)
-                batch = self._open[key] = self._producer.create_batch()
-                if batch.append(key=k, value=v, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(v)} bytes exceeds the batch size")
-        self.records += n
+        try:
+            for k, v in records:
+                if append(offset, None, key=k, value=v, headers=_NO_HEADERS) is None:
+                    batch._relative_offset = offset
+                    await self._send(batch, topic, partition)
+                    batch = self._open[key] = self._producer.create_batch()
+                    append = batch._builder.append
+                    offset = 0
+                    if append(offset, None, key=k, value=v, headers=_NO_HEADERS) is None:
+                        raise ValueError(f"a record of {len(v)} bytes exceeds the batch size")
+                offset += 1
+                n += 1
+        finally:
+            batch._relative_offset = offset
+            self.records += n
 
     async def _send(self, batch: Any, topic: str, partition: int) -> None:
         batch.close()
@@ -115,3 +131,7 @@ class BatchEmitter:
     async def flush(self) -> None:
         """Send what is open and wait until the broker acknowledged everything so far."""
         await (await self.send_open())
+
+
+_NO_HEADERS: list[tuple[str, bytes]] = []
+"""Never changed: aiokafka's record builder only reads it."""

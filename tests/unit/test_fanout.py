@@ -148,9 +148,11 @@ class Run:
     def commands(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for c in self.chunks:
-            for p, raw in c.commands:
+            for key, raw in c.commands:
+                p = key.decode()
                 assert p not in out, f"two commands for {p}"
                 out[p] = orjson.loads(raw)
+                assert out[p]["to"] == p  # the record key is the number
         return out
 
     @property
@@ -985,9 +987,10 @@ def test_recipients_are_chunked_in_sorted_order_each_once() -> None:
     everyone = sorted(index.subscribers)
     assert [sorted(p) for p in per_chunk] == [everyone[i : i + 10] for i in range(0, 35, 10)]
     for chunk, phones in zip(result.chunks, per_chunk, strict=True):
-        assert {p for p, _ in chunk.commands} <= set(phones)
-        assert [p for p, _ in chunk.told] == [p for p, _ in chunk.commands]
-        assert [p for p, _ in chunk.commands] == sorted(p for p, _ in chunk.commands)
+        numbers = [key.decode() for key, _ in chunk.commands]
+        assert set(numbers) <= set(phones)
+        assert [p for p, _ in chunk.told] == numbers
+        assert numbers == sorted(numbers)
 
 
 def test_summary_counts_decisions_and_queued_work() -> None:

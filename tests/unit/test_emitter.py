@@ -1,0 +1,88 @@
+"""BatchEmitter's appends, which bypass ``BatchBuilder.append``, build the same batches.
+
+No broker: the producer is never started (building batches needs none) and the emitter's
+``_send`` is replaced by a recorder. The emitter on a real broker is covered by every
+fan-out integration test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.record.memory_records import MemoryRecords
+
+from topology.emitter import BatchEmitter
+
+Records = list[tuple[bytes | None, bytes]]
+
+
+def records(n: int, size: int = 300) -> Records:
+    return [(f"+1415555{i:04d}".encode(), bytes([65 + i % 26]) * size) for i in range(n)]
+
+
+def parsed(batch: Any) -> list[tuple[int, bytes | None, bytes | None, list[Any]]]:
+    """The records of one built batch (timestamps apart: both take the clock's)."""
+    built = MemoryRecords(bytes(batch._build())).next_batch()
+    assert built is not None
+    return [(r.offset, r.key, r.value, list(r.headers)) for r in built]
+
+
+class Recorder(BatchEmitter):
+    def __init__(self, max_batch_bytes: int) -> None:
+        super().__init__("localhost:1", max_batch_bytes=max_batch_bytes)
+        self.sent: list[tuple[str, int, Any]] = []
+
+    async def _send(self, batch: Any, topic: str, partition: int) -> None:
+        batch.close()
+        self.sent.append((topic, partition, batch))
+
+
+async def emitted(data: list[Records], max_batch_bytes: int) -> tuple[Recorder, list[Any]]:
+    emitter = Recorder(max_batch_bytes)
+    emitter._producer = AIOKafkaProducer(
+        bootstrap_servers="localhost:1", max_batch_size=max_batch_bytes
+    )
+    emitter._started = True
+    for chunk in data:
+        await emitter.add("t", 3, chunk)
+    batches = [b for _t, _p, b in emitter.sent]
+    open_batch = emitter._open.get(("t", 3))
+    if open_batch is not None and open_batch.record_count():
+        batches.append(open_batch)
+    await emitter._producer.stop()
+    return emitter, batches
+
+
+async def reference(data: list[Records], max_batch_bytes: int) -> list[Any]:
+    """The same records through aiokafka's own ``BatchBuilder.append``."""
+    producer = AIOKafkaProducer(bootstrap_servers="localhost:1", max_batch_size=max_batch_bytes)
+    batches = [producer.create_batch()]
+    for key, value in (r for chunk in data for r in chunk):
+        if batches[-1].append(key=key, value=value, timestamp=None) is None:
+            batches.append(producer.create_batch())
+            assert batches[-1].append(key=key, value=value, timestamp=None) is not None
+    await producer.stop()
+    return batches
+
+
+@pytest.mark.parametrize("max_batch_bytes", [16 * 1024, 512 * 1024])
+async def test_batches_equal_batch_builder_append(max_batch_bytes: int) -> None:
+    data = [records(700), records(1), records(1300)]
+    emitter, ours = await emitted(data, max_batch_bytes)
+    theirs = await reference(data, max_batch_bytes)
+    assert [b.record_count() for b in ours] == [b.record_count() for b in theirs]
+    assert [parsed(b) for b in ours] == [parsed(b) for b in theirs]
+    assert emitter.records == 2001
+    if max_batch_bytes == 16 * 1024:
+        assert len(ours) > 2  # full batches went out as they filled
+
+
+async def test_a_record_larger_than_a_batch_gets_one_of_its_own() -> None:
+    """As with ``BatchBuilder.append``: aiokafka's builder takes any first record."""
+    data: list[Records] = [[(b"a", b"small"), (b"b", b"x" * 40_000), (b"c", b"small")]]
+    _emitter, ours = await emitted(data, 16 * 1024)
+    theirs = await reference(data, 16 * 1024)
+    assert [b.record_count() for b in ours] == [b.record_count() for b in theirs] == [1, 1, 1]
+    assert [parsed(b) for b in ours] == [parsed(b) for b in theirs]
