@@ -51,6 +51,7 @@ from streams.replay import (
     summarise_checks,
 )
 from streams.reply_texts import ReplyTexts
+from topology.gc_passes import fewer_gc_passes
 from topology.rules import dispatch_rules, fanout_planner, reply_rules
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
@@ -78,13 +79,11 @@ def bulk_gc() -> Iterator[None]:
     with the collector off). Objects from before are frozen out of its view; cycles
     (rare here) are still collected, a few thousand times less often.
     """
-    old = gc.get_threshold()
     gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
     try:
-        yield
+        with fewer_gc_passes():
+            yield
     finally:
-        gc.set_threshold(*old)
         gc.unfreeze()
 
 

@@ -44,6 +44,7 @@ from streams.retry import RetryPolicy
 from .emitter import BatchEmitter
 from .faust_patches import SafeTableManager
 from .fetch_wait import fast_fetch_when_ready
+from .gc_passes import fewer_gc_passes
 from .guard import RetriesExhausted, process_guarded
 from .replies_batch import RepliesBatch, misplaced
 from .rules import fanout_planner, reply_rules
@@ -372,6 +373,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
 
     async def run_fanout(outage: OutageEvent, partition: int) -> None:
+        with fewer_gc_passes():
+            await _run_fanout(outage, partition)
+
+    async def _run_fanout(outage: OutageEvent, partition: int) -> None:
         started = time.perf_counter()
         memory = views.memory_for(partition)
         summary = FanoutSummary()
