@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     planner = fanout_planner(s)
     pool = planner.pool
     content = ContentPolicy(s.forbidden_words, s.url_shorteners)
-    emitter = BatchEmitter(s.bootstrap_servers)
+    emitter = BatchEmitter(s.bootstrap_servers, connections=s.fanout_connections)
     views = LocalViews()
     areas = AreaViews()
     built.emitter = emitter
@@ -430,11 +430,12 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         late = bool(record.facts["exceeds_limit"])
         summary_key = outage.outage_id.encode()
         if planned:
-            # The summary in a batch of its own after the last chunks, awaited once. Alone,
+            # The summary in a batch of its own, once every chunk is acknowledged (batches
+            # go out over several connections and may land in any order). Alone and last,
             # because Tansu answers ListOffsets(latest) with the last batch's base offset
             # + 1: readers that stop at the end offset (audit replay, report) would miss
             # every record after the first of a last batch that holds several.
-            await checkpoint(wait=False)
+            await checkpoint(wait=True)
             await emitter.add(audit_name, partition, [(summary_key, record.to_bytes())])
             await checkpoint(wait=True)
         else:

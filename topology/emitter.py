@@ -29,7 +29,17 @@ class BatchEmitter:
         linger_ms: int = 5,
         client_id: str = "outage-sms-emitter",
         stop_timeout: float = 10.0,
+        connections: int = 1,
     ) -> None:
+        """``connections`` > 1: full batches go out round-robin over that many producers.
+
+        aiokafka keeps one request in flight per broker connection and takes a partition's
+        next batch only once the previous one has left, so a writer of one partition waits
+        a round trip per batch (a third of a fan-out's wall time on Kafka, measured). Over
+        several connections the batches of one partition may land in any order: only for
+        writers to which that does not matter (the fan-out writes one record per number,
+        and its summary after a full flush).
+        """
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
@@ -40,6 +50,9 @@ class BatchEmitter:
         }
         self._stop_timeout = stop_timeout
         self._producer: Any = None
+        self._producers: list[Any] = []
+        self._connections = connections
+        self._turn = 0
         self._open: dict[tuple[str, int], Any] = {}
         self._inflight: list[asyncio.Future[Any]] = []
         self._started = False
@@ -50,8 +63,11 @@ class BatchEmitter:
         async with self._lock:
             if not self._started:
                 # Built here, not in __init__: aiokafka binds to the running loop.
-                self._producer = AIOKafkaProducer(**self._config)
-                await self._producer.start()
+                self._producers = [
+                    AIOKafkaProducer(**self._config) for _ in range(self._connections)
+                ]
+                await asyncio.gather(*(p.start() for p in self._producers))
+                self._producer = self._producers[0]
                 self._started = True
 
     async def stop(self) -> None:
@@ -72,7 +88,10 @@ class BatchEmitter:
                 finally:
                     self._started = False
                     try:
-                        await asyncio.wait_for(self._producer.stop(), self._stop_timeout)
+                        await asyncio.wait_for(
+                            asyncio.gather(*(p.stop() for p in self._producers)),
+                            self._stop_timeout,
+                        )
                     except TimeoutError:
                         log.warning("emitter: producer did not close in %.0fs", self._stop_timeout)
 
@@ -114,7 +133,11 @@ class BatchEmitter:
 
     async def _send(self, batch: Any, topic: str, partition: int) -> None:
         batch.close()
-        self._inflight.append(await self._producer.send_batch(batch, topic, partition=partition))
+        producer = self._producer
+        if self._connections > 1:
+            producer = self._producers[self._turn % self._connections]
+            self._turn += 1
+        self._inflight.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def send_open(self) -> asyncio.Future[Any]:
         """Send what is open; the result completes when everything so far is acknowledged.

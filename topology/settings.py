@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     fanout_warn_hours: float = Field(
         default=4.0, gt=0, description="Warn when a fan-out's projected completion exceeds this."
     )
+    fanout_connections: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Producer connections the fan-out writes over. aiokafka has one request "
+        "in flight per connection, and a fan-out writes one partition at a time: with one, "
+        "it waited a broker round trip for every batch.",
+    )
 
     support_contact: str = Field(
         default="call 1-800-555-0100",

@@ -7,6 +7,7 @@ fan-out integration test.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -86,3 +87,43 @@ async def test_a_record_larger_than_a_batch_gets_one_of_its_own() -> None:
     theirs = await reference(data, 16 * 1024)
     assert [b.record_count() for b in ours] == [b.record_count() for b in theirs] == [1, 1, 1]
     assert [parsed(b) for b in ours] == [parsed(b) for b in theirs]
+
+
+class CountingProducer:
+    """Takes every batch at once; the ack completes when the test says so."""
+
+    def __init__(self) -> None:
+        self.taken: list[Any] = []
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def send_batch(self, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        self.taken.append(batch)
+        self.acks.append(asyncio.get_running_loop().create_future())
+        return self.acks[-1]
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_batches_go_round_robin_over_connections_and_flush_waits_for_all() -> None:
+    emitter = BatchEmitter("localhost:1", max_batch_bytes=1024, connections=3)
+    builder = AIOKafkaProducer(bootstrap_servers="localhost:1", max_batch_size=1024)
+    producers = [CountingProducer() for _ in range(3)]
+    emitter._producers = producers
+    emitter._producer = builder  # builds the batches
+    emitter._started = True
+    sent = records(9, size=400)  # two per 1 KiB batch: four full, one open
+    await emitter.add("t", 0, sent)
+    acked = await emitter.send_open()
+    assert [len(p.taken) for p in producers] == [2, 2, 1]
+    got = [r[1] for p in producers for b in p.taken for r in parsed(b)]
+    assert sorted(got) == sorted(k for k, _ in sent)  # every record once, any order
+    for p in producers[:2]:
+        for ack in p.acks:
+            ack.set_result(None)
+    await asyncio.sleep(0)
+    assert not acked.done()  # the third connection's batch is not acknowledged yet
+    producers[2].acks[0].set_result(None)
+    await asyncio.wait_for(acked, 1)
+    emitter._producers = [builder]
+    await builder.stop()
