@@ -117,12 +117,13 @@ class Settings(BaseSettings):
         default=4.0, gt=0, description="Warn when a fan-out's projected completion exceeds this."
     )
     fanout_connections: int = Field(
-        default=3,
+        default=2,
         ge=1,
         le=16,
         description="Producer connections the fan-out writes over. aiokafka has one request "
         "in flight per connection, and a fan-out writes one partition at a time: with one, "
-        "it waited a broker round trip for every batch.",
+        "it waited a broker round trip for every batch. Each one more costs memory (1M "
+        "customers on Kafka: 1,451 MiB RSS with 1, 1,513 with 2, 1,539 with 3).",
     )
 
     support_contact: str = Field(
