@@ -423,6 +423,17 @@ def test_outage_memory_same_answer_in_every_chunk_order() -> None:
         assert memory.introduced == {A, B, C}
 
 
+def test_outage_memory_first_entry_for_a_number_wins_within_a_version() -> None:
+    fresh = OutageMemory()  # nothing as new: the bulk path
+    fresh.apply(OID, 1, "ongoing:service", None, [(A, "alert"), (B, "update"), (A, "update")])
+    assert fresh.told[OID][A].kind is MessageKind.ALERT
+    held = OutageMemory()  # B already at this version: the per-entry path
+    held.apply(OID, 1, "ongoing:service", None, [(B, "alert")])
+    held.apply(OID, 1, "ongoing:service", None, [(A, "alert"), (B, "update"), (A, "update")])
+    assert held.told[OID][A].kind is MessageKind.ALERT
+    assert held.told[OID][B].kind is MessageKind.ALERT
+
+
 def test_remember_records_phase_eta_and_kind() -> None:
     memory = OutageMemory()
     FanoutPlanner.remember(memory, outage(2, status="updated"), [(A, "update")])
