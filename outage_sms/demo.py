@@ -656,13 +656,29 @@ async def _main(config: DemoConfig, out: TextIO) -> dict[str, Any]:
     demo = Demo(config, out)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    # SIGTERM stops the demo like Ctrl-C does: cancel, then clean up in the finally below.
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, lambda: task.cancel() if task else None)
+    interrupted = cleaning = False
+
+    def interrupt() -> None:
+        """Ctrl-C or SIGTERM: cancel, then clean up in the finally below. Cancelled again
+        every half second while the demo still runs: Python 3.11's ``asyncio.wait_for``
+        swallows a cancellation that lands as what it waits for completes (aiokafka
+        connects through it), and the demo then ran to its end (seen once in CI)."""
+        nonlocal interrupted
+        interrupted = True
+        if task is not None and not task.done() and not cleaning:
+            task.cancel()
+            loop.call_later(0.5, interrupt)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, interrupt)
     try:
         result = await demo.run()
     finally:
+        cleaning = True
         await asyncio.to_thread(demo.stop_processes)
+    if interrupted:  # the cancellation was swallowed, but the user asked to stop
+        raise asyncio.CancelledError
     if config.json_path is not None:
         config.json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     return result
