@@ -127,3 +127,19 @@ async def test_batches_go_round_robin_over_connections_and_flush_waits_for_all()
     await asyncio.wait_for(acked, 1)
     emitter._producers = [builder]
     await builder.stop()
+
+
+async def test_a_batch_closed_elsewhere_is_never_appended_to_or_sent_again() -> None:
+    """The direct appends skip ``BatchBuilder.append``'s closed check: ``add`` makes it."""
+    emitter = Recorder(16 * 1024)
+    emitter._producer = AIOKafkaProducer(bootstrap_servers="localhost:1", max_batch_size=16 * 1024)
+    emitter._started = True
+    await emitter.add("t", 0, records(2))
+    first = emitter._open[("t", 0)]
+    await emitter._send(first, "t", 0)  # sent (and closed) by someone else
+    await emitter.add("t", 0, records(1))
+    assert emitter._open[("t", 0)] is not first
+    assert first.record_count() == 2
+    await emitter.send_open()
+    assert [b.record_count() for _t, _p, b in emitter.sent] == [2, 1]  # first sent once
+    await emitter._producer.stop()
