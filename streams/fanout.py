@@ -168,12 +168,6 @@ class PartitionIndex:
                 if not phones:
                     del self.by_region[region]
 
-    def phones_in(self, regions: Iterable[str]) -> set[str]:
-        out: set[str] = set()
-        for region in regions:
-            out |= self.by_region.get(region, set())
-        return out
-
     def ordered(self, region: str) -> list[str]:
         """The region's numbers in order; the caller must not change the list."""
         phones = self.by_region.get(region)

@@ -133,10 +133,8 @@ class BatchEmitter:
 
     async def _send(self, batch: Any, topic: str, partition: int) -> None:
         batch.close()
-        producer = self._producer
-        if self._connections > 1:
-            producer = self._producers[self._turn % self._connections]
-            self._turn += 1
+        producer = self._producers[self._turn % len(self._producers)]
+        self._turn += 1
         self._inflight.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def send_open(self) -> asyncio.Future[Any]:
