@@ -11,8 +11,9 @@ text, a CRM update, the replay re-reading a topic) costs a dictionary look-up.
 
 The combination is phonenumbers' own code (9.0), inlined so nothing is computed twice:
 ``is_valid_number`` is ``is_valid_number_for_region(n, region_code_for_number(n))``;
-``number_type`` is the same ``_number_type_helper`` over the same metadata, so a valid
-number's type is the one the validity check computed; and for a calling code shared by
+``number_type`` is the same ``_number_type_helper`` over the same metadata (here read from
+a table built once per region, :func:`_number_type`), so a valid number's type is the one
+the validity check computed; and for a calling code shared by
 several regions (+1, +44, +7) the region search already ran that helper for the region it
 picked, unless leading digits decided it. A plain ``+digits`` string (every number on our
 topics) is parsed by :func:`_parse_e164`, ``parse``'s own steps without its handling of
@@ -22,8 +23,10 @@ equivalence against the public functions over numbers from every calling code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
 from phonenumbers import (
@@ -36,7 +39,6 @@ from phonenumbers import timezone as pn_timezone
 from phonenumbers.phonenumberutil import ValidationResult as _Length
 from phonenumbers.phonenumberutil import (
     _maybe_strip_national_prefix_carrier_code,
-    _number_type_helper,
     _set_italian_leading_zeros_for_phone_number,
     _test_number_length,
     country_code_for_valid_region,
@@ -115,6 +117,79 @@ def _parse_e164(value: str) -> phonenumbers.PhoneNumber | None:
     return number
 
 
+_Test = tuple[frozenset[int] | None, Callable[[str], object]]
+"""``_is_number_matching_desc`` for one descriptor: (its possible lengths, None for any;
+its pattern's ``fullmatch``)."""
+
+
+def _test_of(desc: Any) -> _Test | None:
+    """None for a descriptor that never matches (absent, or without a pattern)."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    lengths = frozenset(desc.possible_length) if len(desc.possible_length) > 0 else None
+    return lengths, re_compile(desc.national_number_pattern).fullmatch
+
+
+_SPECIAL_TYPES = (
+    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
+    ("toll_free", PhoneNumberType.TOLL_FREE),
+    ("shared_cost", PhoneNumberType.SHARED_COST),
+    ("voip", PhoneNumberType.VOIP),
+    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
+    ("pager", PhoneNumberType.PAGER),
+    ("uan", PhoneNumberType.UAN),
+    ("voicemail", PhoneNumberType.VOICEMAIL),
+)
+
+_Plan = tuple[_Test | None, tuple[tuple[_Test, int], ...], _Test | None, _Test | None, bool]
+_PLANS: dict[int, tuple[Any, _Plan]] = {}
+
+
+def _plan_of(metadata: Any) -> _Plan:
+    found = _PLANS.get(id(metadata))
+    if found is not None and found[0] is metadata:
+        return found[1]
+    specials = []
+    for name, kind in _SPECIAL_TYPES:
+        test = _test_of(getattr(metadata, name))
+        if test is not None:
+            specials.append((test, kind))
+    plan: _Plan = (
+        _test_of(metadata.general_desc),
+        tuple(specials),
+        _test_of(metadata.fixed_line),
+        _test_of(metadata.mobile),
+        bool(metadata.same_mobile_and_fixed_line_pattern),
+    )
+    _PLANS[id(metadata)] = (metadata, plan)  # holding the metadata keeps its id its own
+    return plan
+
+
+def _number_type(nsn: str, metadata: Any) -> int:
+    """``phonenumbers``' ``_number_type_helper`` from a table built once per region: the
+    same descriptors in the same order, each its length check and then a full match of
+    its pattern (``_match`` without prefix matching is exactly ``fullmatch``). About 14
+    microseconds -> 4 for a US number here, a third of a new number's analysis."""
+    general, specials, fixed, mobile, same = _plan_of(metadata)
+    n = len(nsn)
+    if general is None or not ((general[0] is None or n in general[0]) and general[1](nsn)):
+        return PhoneNumberType.UNKNOWN
+    for (lengths, full), kind in specials:
+        if (lengths is None or n in lengths) and full(nsn):
+            return kind
+    if fixed is not None and (fixed[0] is None or n in fixed[0]) and fixed[1](nsn):
+        if same or _matches(mobile, nsn, n):
+            return PhoneNumberType.FIXED_LINE_OR_MOBILE
+        return PhoneNumberType.FIXED_LINE
+    if not same and _matches(mobile, nsn, n):
+        return PhoneNumberType.MOBILE
+    return PhoneNumberType.UNKNOWN
+
+
+def _matches(test: _Test | None, nsn: str, n: int) -> bool:
+    return test is not None and (test[0] is None or n in test[0]) and bool(test[1](nsn))
+
+
 @lru_cache(maxsize=PHONE_CACHE_SIZE)
 def analyse_number(value: str) -> NumberAnalysis:
     """Parse ``value`` (no default region: it must carry ``+`` and a country code)."""
@@ -146,7 +221,7 @@ def analyse_number(value: str) -> NumberAnalysis:
                     region = code
                     break
             else:
-                kind = _number_type_helper(nsn, md)
+                kind = _number_type(nsn, md)
                 if kind != PhoneNumberType.UNKNOWN:
                     region, found = code, kind
                     break
@@ -159,7 +234,7 @@ def analyse_number(value: str) -> NumberAnalysis:
         region != REGION_CODE_FOR_NON_GEO_ENTITY and cc != country_code_for_valid_region(region)
     ):
         return invalid
-    kind = found if found is not None else _number_type_helper(nsn, metadata)
+    kind = found if found is not None else _number_type(nsn, metadata)
     if kind == PhoneNumberType.UNKNOWN:
         return invalid
     return NumberAnalysis(

@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from streams.fanout import OptOut, OutageMemory, PartitionIndex, subscriber_from_state
+from streams.murmur import kafka_partition
 from streams.replies import AreaOutage, area_outage_from_state
 
 __all__ = [
@@ -38,7 +37,7 @@ def memory_key(outage_id: str, partition: int, version: int, first_phone: str) -
 def phone_partition(key: bytes, partitions: int) -> int:
     """Where Kafka's default partitioner (murmur2, Java's and aiokafka's) puts a key: the
     partition of every phone-keyed topic and table of that number."""
-    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+    return kafka_partition(key, partitions)
 
 
 def area_key(outage_id: str, partition: int) -> str:

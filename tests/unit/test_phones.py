@@ -202,3 +202,30 @@ def test_the_plain_e164_parse_equals_phonenumbers_parse() -> None:
         assert mine == theirs, number
         answered += mine is not None
     assert answered > 15_000  # the shortcut is taken, not only declined
+
+
+def test_the_type_table_answers_as_number_type_helper() -> None:
+    """``_number_type`` against phonenumbers' own helper, for every region's metadata:
+    its example numbers of every type and their neighbours, and random digits."""
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumberutil import _number_type_helper
+
+    from schemas._phone import _number_type
+
+    rnd = random.Random(12)
+    everywhere = [str(rnd.randrange(10 ** rnd.randrange(1, 17))) for _ in range(150)]
+    kinds = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = PhoneMetadata.metadata_for_region(region, None)
+        assert metadata is not None
+        nsns = set(everywhere)
+        for kind in range(12):
+            ex = phonenumbers.example_number_for_type(region, kind)
+            if ex is not None:
+                nsn = phonenumbers.national_significant_number(ex)
+                nsns.update([nsn, nsn[:-1], nsn + "0", nsn[:-1] + str((int(nsn[-1]) + 1) % 10)])
+        for nsn in sorted(nsns):
+            want = _number_type_helper(nsn, metadata)
+            assert _number_type(nsn, metadata) == want, (region, nsn)
+            kinds.add(want)
+    assert len(kinds) >= 10  # nearly every type occurs, not only UNKNOWN
