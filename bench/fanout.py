@@ -48,6 +48,8 @@ class FanoutResult:
     first_command_s: float | None = None
     idle_latency_ms: list[float] = field(default_factory=list)
     idle: list[Hops] = field(default_factory=list)
+    idle_warmup_ms: list[float] = field(default_factory=list)
+    """The samples taken first and left out of the percentiles (see ``IDLE_WARMUP``)."""
     load: tuple[float, float, float] | None = None
     restart_s: float | None = None
     warm_restart_s: float | None = None
@@ -258,7 +260,20 @@ class Hops:
         )
 
 
-async def idle_latency(bootstrap: str, kind: str, reg: TopicRegistry, samples: int) -> list[Hops]:
+IDLE_WARMUP = 20
+"""Idle samples taken and left out before the measured ones. Right after the worker's
+recovery (a million changelog records) and its view build, the first dozen outages met
+produce acknowledgements of up to half a second, on Kafka only, in every 1M run (the
+same samples each time, LAT11-LAT12, about 2 s after the build): the worker's loops and
+its consumer thread were idle meanwhile (stack sampling), the broker's JVM was still
+compiling (C2) and its request handlers busy (jstack CPU times). The later samples of
+the same runs stayed under 200 ms. The cause inside the broker is not pinned down; the
+discarded samples are reported beside the rest, so the tail stays visible."""
+
+
+async def idle_latency(
+    bootstrap: str, kind: str, reg: TopicRegistry, samples: int, prefix: str = "LAT"
+) -> list[Hops]:
     """Outage event to first command, one outage at a time to one customer (region WARM).
 
     Watched with a consumer, not by polling end offsets: a poll every millisecond is a
@@ -281,7 +296,7 @@ async def idle_latency(bootstrap: str, kind: str, reg: TopicRegistry, samples: i
         watch.assign(tps)
         await watch.seek_to_end(*tps)
         for i in range(samples):
-            oid = f"LAT{i}"
+            oid = f"{prefix}{i}"
             sent = await sender.send_and_wait(
                 reg[Role.OUTAGE_EVENTS].name, outage(oid, 1, ["WARM"]), key=oid.encode()
             )
@@ -359,7 +374,11 @@ async def fanout_bench(
                     result.restart_s = time.perf_counter() - started
                     progress(f"  processing {result.restart_s:.1f}s after start")
 
-                    progress(f"  idle latency, {idle_samples} outages one at a time ...")
+                    progress(
+                        f"  idle latency, {IDLE_WARMUP} + {idle_samples} outages one at a time ..."
+                    )
+                    warm = await idle_latency(bootstrap, kind, reg, IDLE_WARMUP, prefix="WU")
+                    result.idle_warmup_ms = [h.total_ms for h in warm]
                     result.idle = await idle_latency(bootstrap, kind, reg, idle_samples)
                     result.idle_latency_ms = [h.total_ms for h in result.idle]
                     result.load = os.getloadavg()
@@ -459,6 +478,7 @@ def summarize(r: FanoutResult) -> dict[str, Any]:
         "idle_p50_ms": statistics.median(lat) if lat else None,
         "idle_p99_ms": _p99(lat) if lat else None,
         "idle_samples": len(lat),
+        "idle_warmup_ms": list(r.idle_warmup_ms),
         "idle_hops_ms": {
             name: (statistics.median(v), _p99(v))
             for name, v in zip(

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import sys
 import traceback
 import uuid
@@ -88,6 +89,13 @@ def render_fanout(runs: list[FanoutResult]) -> list[str]:
                 f"(p50 / p99 ms, from record timestamps): {hops}"
                 + (f". Load average then: {load[0]:.1f}." if load else "."),
             ]
+            warm = sorted(x["idle_warmup_ms"])
+            if warm:
+                lines[-1] += (
+                    f" Before them, {len(warm)} warm-up outages left out: p50 "
+                    f"{statistics.median(warm):,.0f}, max {warm[-1]:,.0f} ms "
+                    "(`bench.fanout.IDLE_WARMUP` says why)."
+                )
     notes = [f"- {r.broker}: {n}" for r in runs for n in r.notes]
     if notes:
         lines += ["", "Worker log lines:", "", *notes]
