@@ -13,9 +13,9 @@ The combination is phonenumbers' own code (9.0), inlined so nothing is computed 
 ``is_valid_number`` is ``is_valid_number_for_region(n, region_code_for_number(n))``;
 ``number_type`` is the same ``_number_type_helper`` over the same metadata (here read from
 a table built once per region, :func:`_number_type`), so a valid number's type is the one
-the validity check computed; and for a calling code shared by
-several regions (+1, +44, +7) the region search already ran that helper for the region it
-picked, unless leading digits decided it. A plain ``+digits`` string (every number on our
+the validity check computed; and for a calling code shared by several regions (+1, +44,
++7) the region search already ran that helper for the region it picked, unless leading
+digits decided it. A plain ``+digits`` string (every number on our
 topics) is parsed by :func:`_parse_e164`, ``parse``'s own steps without its handling of
 typed text: about 7 microseconds instead of 20-30. ``tests/unit/test_phones.py`` pins the
 equivalence against the public functions over numbers from every calling code.
@@ -168,8 +168,8 @@ def _plan_of(metadata: Any) -> _Plan:
 def _number_type(nsn: str, metadata: Any) -> int:
     """``phonenumbers``' ``_number_type_helper`` from a table built once per region: the
     same descriptors in the same order, each its length check and then a full match of
-    its pattern (``_match`` without prefix matching is exactly ``fullmatch``). About 14
-    microseconds -> 4 for a US number here, a third of a new number's analysis."""
+    its pattern (``_match`` without prefix matching is exactly ``fullmatch``): 6.7 -> 1.7
+    microseconds for a US number here, measured side by side."""
     general, specials, fixed, mobile, same = _plan_of(metadata)
     n = len(nsn)
     if general is None or not ((general[0] is None or n in general[0]) and general[1](nsn)):
