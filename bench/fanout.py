@@ -261,14 +261,15 @@ class Hops:
 
 
 IDLE_WARMUP = 20
-"""Idle samples taken and left out before the measured ones. Right after the worker's
-recovery (a million changelog records) and its view build, the first dozen outages met
-produce acknowledgements of up to half a second, on Kafka only, in every 1M run (the
-same samples each time, LAT11-LAT12, about 2 s after the build): the worker's loops and
-its consumer thread were idle meanwhile (stack sampling), the broker's JVM was still
-compiling (C2) and its request handlers busy (jstack CPU times). The later samples of
-the same runs stayed under 200 ms. The cause inside the broker is not pinned down; the
-discarded samples are reported beside the rest, so the tail stays visible."""
+"""Idle samples taken and left out before the measured ones. Right after a new worker's
+recovery of a million customers and its view build, two early idle outages (the 12th
+and 13th, about 2 s after the build, in each of five probe runs on Kafka) took 240-600
+ms; the acknowledgement of their copies alone took 366 and 467 ms in the two runs that
+timed it. Meanwhile the worker's event loops
+and its consumer thread were idle (stack sampling), and the broker's JVM was compiling
+(C2) with busy request handlers (jstack CPU times). The later samples stayed under
+200 ms. The cause inside the broker is not pinned down: the discarded samples are
+reported beside the rest, so the tail stays visible."""
 
 
 async def idle_latency(
