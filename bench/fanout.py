@@ -265,9 +265,9 @@ IDLE_WARMUP = 20
 recovery of a million customers and its view build, two early idle outages (the 12th
 and 13th, about 2 s after the build, in each of five probe runs on Kafka) took 240-600
 ms; the acknowledgement of their copies alone took 366 and 467 ms in the two runs that
-timed it. Meanwhile the worker's event loops
-and its consumer thread were idle (stack sampling), and the broker's JVM was compiling
-(C2) with busy request handlers (jstack CPU times). The later samples stayed under
+timed it. Meanwhile the worker's event loops and its consumer thread were idle (stack
+sampling), and the broker's JVM was compiling (C2) with busy request handlers (jstack
+CPU times). The later samples stayed under
 200 ms. The cause inside the broker is not pinned down: the discarded samples are
 reported beside the rest, so the tail stays visible."""
 

@@ -168,16 +168,16 @@ def _plan_of(metadata: Any) -> _Plan:
 def _number_type(nsn: str, metadata: Any) -> int:
     """``phonenumbers``' ``_number_type_helper`` from a table built once per region: the
     same descriptors in the same order, each its length check and then a full match of
-    its pattern (``_match`` without prefix matching is exactly ``fullmatch``): 6.7 -> 1.7
-    microseconds for a US number here, measured side by side."""
+    its pattern (``_match`` without prefix matching is exactly ``fullmatch``): 5.4-8.4 ->
+    1.7-2.0 microseconds for a US number here, measured side by side."""
     general, specials, fixed, mobile, same = _plan_of(metadata)
     n = len(nsn)
-    if general is None or not ((general[0] is None or n in general[0]) and general[1](nsn)):
+    if not _matches(general, nsn, n):
         return PhoneNumberType.UNKNOWN
-    for (lengths, full), kind in specials:
-        if (lengths is None or n in lengths) and full(nsn):
+    for test, kind in specials:
+        if _matches(test, nsn, n):
             return kind
-    if fixed is not None and (fixed[0] is None or n in fixed[0]) and fixed[1](nsn):
+    if _matches(fixed, nsn, n):
         if same or _matches(mobile, nsn, n):
             return PhoneNumberType.FIXED_LINE_OR_MOBILE
         return PhoneNumberType.FIXED_LINE
@@ -187,6 +187,7 @@ def _number_type(nsn: str, metadata: Any) -> int:
 
 
 def _matches(test: _Test | None, nsn: str, n: int) -> bool:
+    """``_is_number_matching_desc(nsn, desc)`` for the descriptor ``test`` was built from."""
     return test is not None and (test[0] is None or n in test[0]) and bool(test[1](nsn))
 
 

@@ -7,11 +7,12 @@ import re
 
 import phonenumbers
 import pytest
-from phonenumbers import PhoneNumberType
+from phonenumbers import PhoneMetadata, PhoneNumberType
 from phonenumbers import timezone as pn_timezone
+from phonenumbers.phonenumberutil import _number_type_helper
 
 from schemas import parse_e164
-from schemas._phone import PHONE_CACHE_SIZE, _parse_e164, analyse_number
+from schemas._phone import PHONE_CACHE_SIZE, _number_type, _parse_e164, analyse_number
 from streams.phones import PhoneFacts, phone_facts
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -207,11 +208,6 @@ def test_the_plain_e164_parse_equals_phonenumbers_parse() -> None:
 def test_the_type_table_answers_as_number_type_helper() -> None:
     """``_number_type`` against phonenumbers' own helper, for every region's metadata:
     its example numbers of every type and their neighbours, and random digits."""
-    from phonenumbers import PhoneMetadata
-    from phonenumbers.phonenumberutil import _number_type_helper
-
-    from schemas._phone import _number_type
-
     rnd = random.Random(12)
     everywhere = [str(rnd.randrange(10 ** rnd.randrange(1, 17))) for _ in range(150)]
     kinds = set()
