@@ -42,10 +42,11 @@ from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
-from .faust_patches import SafeTableManager
+from .faust_patches import SafeTableManager, add_direct_reader
 from .fetch_wait import fast_fetch_when_ready
 from .gc_passes import fewer_gc_passes
 from .guard import RetriesExhausted, process_guarded
+from .inbound_reader import InboundReader
 from .replies_batch import RepliesBatch, misplaced
 from .rules import fanout_planner, reply_rules
 from .settings import Settings
@@ -77,6 +78,7 @@ class OutageSmsApp:
     views: LocalViews | None = None
     areas: AreaViews | None = None
     replies: RepliesBatch | None = None
+    inbound_reader: InboundReader | None = None
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(metric, label name, label value) -> total, for ``/metrics`` (topology.web)."""
 
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         broker_session_timeout=session,
         broker_heartbeat_interval=heartbeat,
         broker_rebalance_timeout=rebalance,
+        broker_commit_interval=s.commit_interval_seconds,
         web_enabled=s.web_enabled,
         web_port=s.web_port,
         consumer_auto_offset_reset="earliest",
@@ -539,6 +542,18 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             policy=policy,
         )
         built.replies = replies
+        if s.inbound_direct:
+            built.inbound_reader = InboundReader(
+                app,
+                replies,
+                frozenset({registry[Role.INBOUND].name}),
+                crash=app.crash,
+                bootstrap_servers=s.bootstrap_servers or "",
+                fetch_wait_ms=wait or 500,
+                commit_every=s.commit_interval_seconds,
+                max_records=replies.max_batch,
+            )
+            add_direct_reader(app, built.inbound_reader)
 
         @app.on_before_shutdown.connect  # type: ignore[arg-type]
         async def _stop_replies(sender: Any, *args: Any, **kwargs: Any) -> None:

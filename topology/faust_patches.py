@@ -69,13 +69,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
 
 import faust
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 
-__all__ = ["PATCHED_FAUST_VERSION", "SafeRecovery", "SafeTableManager", "snapshot_fetches"]
+__all__ = [
+    "PATCHED_FAUST_VERSION",
+    "DirectReader",
+    "SafeRecovery",
+    "SafeTableManager",
+    "add_direct_reader",
+    "direct_readers",
+    "quiet_direct_partitions",
+    "snapshot_fetches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +160,16 @@ class SafeRecovery(Recovery):
         self.log.info("Resuming flow...")
         self.app.flow_control.resume()  # clears the agents' queues: nothing is in them yet
         # No await between the clear and here: no record can slip in and be cleared.
-        consumer.resume_partitions(streams)
+        # Partitions read by a direct reader stay paused in Faust's consumer: the reader
+        # starts where the seek left them.
+        readers = direct_readers(self.app)
+        direct = {tp for tp in streams if any(tp.topic in r.topics for r in readers)}
+        positions = {tp: await consumer.position(tp) for tp in sorted(direct)}
+        consumer.resume_partitions(streams - direct)
         consumer.resume_flow()
+        for reader in readers:
+            mine = {tp: p for tp, p in positions.items() if tp.topic in reader.topics}
+            await reader.start({tp: p for tp, p in mine.items() if p is not None})
 
     async def _forget_previous_generation(self, streams: set[Any]) -> None:
         """Drop Faust's commit bookkeeping of the stream partitions before the seek, so
@@ -190,6 +208,54 @@ class SafeRecovery(Recovery):
             await consumer.seek(tp, offset)
 
 
+class DirectReader(Protocol):
+    """Reads some stream topics itself on the partitions Faust assigns
+    (:class:`topology.inbound_reader.InboundReader`)."""
+
+    topics: frozenset[str]
+
+    async def start(self, positions: Mapping[Any, int]) -> None: ...
+
+    def halt(self) -> None: ...
+
+    async def stop(self, commit: bool = True) -> None: ...
+
+
+def direct_readers(app: Any) -> list[DirectReader]:
+    readers: list[DirectReader] = app.__dict__.setdefault("_outage_sms_direct_readers", [])
+    return readers
+
+
+def add_direct_reader(app: Any, reader: DirectReader) -> None:
+    """Let ``reader`` read its topics on this worker's partitions from each recovery's end
+    (``SafeRecovery``), stopping it, committed, when a revoke or a shutdown begins."""
+    direct_readers(app).append(reader)
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def _revoked(*args: Any, **kwargs: Any) -> None:
+        # Inside the revoke, before the group moves on: the commit still counts.
+        await reader.stop(commit=True)
+
+
+def quiet_direct_partitions(app: Any) -> None:
+    """Leave the partitions a direct reader reads out of Faust's livelock check.
+
+    Faust's consumer never fetches them past one held batch (they stay paused in it), so
+    after ``stream_processing_timeout`` its check would log "Aiokafka stopped fetching"
+    for each of them every few seconds, about a reader that is fine. Idempotent."""
+    consumer = app.consumer
+    if getattr(consumer, "_outage_sms_quiet_direct", False):
+        return
+    verify = consumer.verify_event_path
+
+    def verify_event_path(now: float, tp: Any) -> None:
+        if not any(tp.topic in r.topics for r in direct_readers(app)):
+            verify(now, tp)
+
+    consumer.verify_event_path = verify_event_path
+    consumer._outage_sms_quiet_direct = True
+
+
 def snapshot_fetches(consumer: Any) -> None:
     """Make ``consumer`` hand each fetch a copy of its active partitions (see the module
     docstring: with the live set, a fetch that outlives a pause returns the records of
@@ -220,7 +286,21 @@ class SafeTableManager(TableManager):
         # The consumer has started (the app starts it before its tables) and its fetcher
         # has not: recovery starts it.
         snapshot_fetches(self.app.consumer)
+        quiet_direct_partitions(self.app)
         await super().on_start()
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        # Faust's first, synchronous step of a revoke (and of a shutdown): no new batch
+        # from a direct reader; its revoke signal (or on_stop) then drains and commits.
+        for reader in direct_readers(self.app):
+            reader.halt()
+        super().on_partitions_revoked(revoked)
+
+    async def on_stop(self) -> None:
+        # Shutdown: before the stores close, while Faust's consumer can still commit.
+        for reader in direct_readers(self.app):
+            await reader.stop(commit=True)
+        await super().on_stop()
 
     @property
     def recovery(self) -> Recovery:

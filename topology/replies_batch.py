@@ -25,6 +25,12 @@ Guarantees kept, and how:
 - **Input during table recovery** is still Faust's consumer and flow control, so the
   fixes in ``topology.faust_patches`` (faust#596: ``SafeRecovery``, and fetches that
   keep the partitions active when they began) apply unchanged.
+- **Input after recovery**: ``sms.inbound`` itself is read by
+  :class:`topology.inbound_reader.InboundReader` (``OUTAGE_SMS_INBOUND_DIRECT``, on by
+  default), a plain aiokafka consumer on the partitions Faust assigned, from the offsets
+  Faust's seek left them at, committing through Faust's consumer; Faust's stream cost
+  more than the decisions. Texts re-keyed to ``outage-sms-inbound-by-phone`` (rare) keep
+  Faust's stream.
 - **Order of changelog records**: both inbound agents (direct and re-keyed) share one
   emitter and one lock, so the records of one number's state reach its changelog partition
   in the order they were decided.
@@ -179,7 +185,7 @@ class RepliesBatch:
         self._count = count
         self._crash = crash
         self._policy = policy
-        self._max_batch = max_batch
+        self.max_batch = max_batch
         # How long a batch gathers texts: a lone STOP waits at most this long (the target
         # is p99 < 1 s); in a burst, Faust's consumer fills the batch meanwhile, so fewer
         # rounds pay the per-batch costs (the flush, a log line, Faust's waits).
@@ -201,24 +207,33 @@ class RepliesBatch:
         """
         # ``noack_take`` is on the concrete Stream only (StreamT does not declare it).
         take = cast(Stream[Any], stream).noack_take
-        async for events in take(self._max_batch, within=self._within):
+        async for events in take(self.max_batch, within=self._within):
             batch: Sequence[EventT[Any]] = events  # noack_take yields events, not values
-            async with self._lock:
-                try:
-                    await self._handle(batch)
-                    acked = await self.emitter.send_open()
-                except Exception as exc:
-                    # Retries exhausted, or the producer refused the batch: stop the worker
-                    # with the batch unacked, so it is decided again after the restart. An
-                    # agent that merely raised would stall while the worker stayed up.
-                    log.critical("stopping the worker: %r", exc)
-                    await self._crash(exc)
-                    raise
+            acked = await self.decide(batch)
             self._inflight.add(acked)
             acked.add_done_callback(partial(self._on_acked, stream, batch))
             if len(self._inflight) > self.MAX_INFLIGHT:
                 # Back-pressure: never more than a few batches' outputs unacknowledged.
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def decide(self, batch: Sequence[Any]) -> asyncio.Future[Any]:
+        """Decide a batch and hand all its outputs to the producer; the future is the
+        broker's acknowledgement of them, before which no input offset may be committed.
+
+        ``batch``: Faust events, or anything with their ``key``, ``value`` and
+        ``message`` (topic, partition, offset, timestamp in seconds):
+        :class:`topology.inbound_reader.InboundReader` reads without Faust's stream."""
+        async with self._lock:
+            try:
+                await self._handle(batch)
+                return await self.emitter.send_open()
+            except Exception as exc:
+                # Retries exhausted, or the producer refused the batch: stop the worker
+                # with the batch uncommitted, so it is decided again after the restart. A
+                # reader that merely raised would stall while the worker stayed up.
+                log.critical("stopping the worker: %r", exc)
+                await self._crash(exc)
+                raise
 
     def _on_acked(
         self, stream: StreamT[Any], batch: Sequence[EventT[Any]], acked: asyncio.Future[Any]

@@ -225,6 +225,12 @@ class Settings(BaseSettings):
         "text); false: Faust's per-event path. Tansu and exactly-once always take the "
         "per-event path.",
     )
+    inbound_direct: bool = Field(
+        default=True,
+        description="With the batch path: read sms.inbound with a plain aiokafka consumer on "
+        "the partitions Faust assigns (topology/inbound_reader.py, about half the CPU per "
+        "text of Faust's stream); false: through Faust's stream.",
+    )
     sender_rate_share: float = Field(
         default=0.97,
         gt=0,
@@ -237,6 +243,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Consumer group session timeout (worker and dispatcher); a member killed "
         "without leaving holds its partitions this long. Default: 30 on Kafka, 6 on Tansu.",
+    )
+    commit_interval_seconds: float = Field(
+        default=2.8,
+        gt=0,
+        description="How often the worker commits its input offsets (Faust's "
+        "broker_commit_interval, and the inbound reader's); a crash redoes at most about "
+        "this much input, with the same decisions and command ids.",
     )
     consumer_fetch_wait_ms: int | None = Field(
         default=None,

@@ -410,8 +410,16 @@ def worker_metrics(built: OutageSmsApp) -> str:
     ]
     consumer = built.faust_app.consumer
     committed = getattr(consumer, "_committed_offset", {})  # Faust keeps it private
+    reader = built.inbound_reader
+    direct = reader.lag() if reader is not None else {}
     for tp in sorted(consumer.assignment()):
         if tp.topic.endswith("-changelog"):
+            continue
+        if tp in direct:  # read by the inbound reader, not by Faust's consumer
+            lines.append(
+                f'outage_sms_consumer_lag{{topic="{tp.topic}",partition="{tp.partition}"}} '
+                f"{direct[tp]}"
+            )
             continue
         high = consumer.highwater(tp)
         done = committed.get(tp)

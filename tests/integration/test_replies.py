@@ -12,8 +12,15 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from outage_sms.admin import ensure_topics
+from streams.replies import reply_command_id
 from tests.builders import SHORT, customer, outage, text
-from tests.kafka_helpers import TopicReader, WorkerProcess, produce
+from tests.kafka_helpers import (
+    TopicReader,
+    WorkerProcess,
+    await_committed,
+    nanp_phone,
+    produce,
+)
 from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 from topology.views import phone_partition
@@ -42,11 +49,16 @@ async def started(settings: Settings, tmp_path: Path) -> AsyncIterator[list[Work
             w.stop_cleanly()
 
 
-async def start(settings: Settings, tmp_path: Path, workers: list[WorkerProcess]) -> WorkerProcess:
+async def start(
+    settings: Settings,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    env: dict[str, str] | None = None,
+) -> WorkerProcess:
     """A worker, once it says "Worker ready": records that arrive while a worker recovers
     its tables can be lost by faust-streaming 0.15.3 (issue notes of 2026-11-24)."""
     log = tmp_path / f"worker{len(workers)}.log"
-    w = WorkerProcess(settings, log, env={"OUTAGE_SMS_LOG_LEVEL": "INFO"}).start()
+    w = WorkerProcess(settings, log, env={"OUTAGE_SMS_LOG_LEVEL": "INFO", **(env or {})}).start()
     workers.append(w)
     await w.log_contains("Worker ready")
     return w
@@ -141,7 +153,8 @@ async def test_stop_and_loop_cooldown_hold_across_a_restart(
 ) -> None:
     reg = TopicRegistry(settings)
     bs = settings.bootstrap_servers or ""
-    first = await start(settings, tmp_path, started)
+    env = {"OUTAGE_SMS_COMMIT_INTERVAL_SECONDS": "600"}
+    first = await start(settings, tmp_path, started, env)
     commands, audit = read(Role.SEND_COMMANDS), read(Role.AUDIT)
     await produce(
         bs, reg[Role.CUSTOMER_REGIONS].name, [customer("CA", A, ["R1"]), customer("CB", B, ["R1"])]
@@ -211,3 +224,40 @@ async def test_a_stop_on_the_wrong_partition_is_rekeyed_and_still_blocks_the_fan
     )
     await commands.catch_up()
     assert [c["kind"] for c in commands_to(commands, A)] == ["confirmation"]
+
+
+async def test_texts_read_directly_are_answered_once_across_a_rebalance_and_committed(
+    settings: Settings, tmp_path: Path, started: list[WorkerProcess], read: Reader
+) -> None:
+    """On Apache Kafka the replies read ``sms.inbound`` with their own consumer on the
+    partitions Faust assigns (topology.inbound_reader). A second worker joining takes half
+    of them over: every text is answered, none twice (the revoke commits what was done
+    before the partitions move), and the group's commits reach the end of the topic.
+    Commits only at a revoke and at a shutdown here (a 10-minute interval), so a
+    duplicate or a missing commit names those two."""
+    if settings.broker_kind == "tansu":
+        pytest.skip("Tansu keeps Faust's per-event path for the replies")
+    reg = TopicRegistry(settings)
+    bs = settings.bootstrap_servers or ""
+    inbound = reg[Role.INBOUND].name
+    commands = read(Role.SEND_COMMANDS)
+    env = {"OUTAGE_SMS_COMMIT_INTERVAL_SECONDS": "600"}
+    first = await start(settings, tmp_path, started, env)
+    await first.log_contains("directly: partitions")
+
+    waves = [[text(nanp_phone(i), "status") for i in range(w * 150, (w + 1) * 150)] for w in (0, 1)]
+    await produce(bs, inbound, waves[0])
+    await commands.until(lambda r: len(r.records) >= 150, what="the first wave answered")
+    second = await start(settings, tmp_path, started, env)
+    await second.log_contains("directly: partitions")
+    await first.log_contains("directly: partitions", count=2)  # its share, after the revoke
+    await produce(bs, inbound, waves[1])
+    await commands.until(lambda r: len(r.records) >= 300, what="the second wave answered")
+
+    for w in started:
+        w.stop_cleanly()
+    await await_committed(bs, settings.faust_id, [inbound], timeout=5)
+    await commands.catch_up()
+    ids = sorted(c["command_id"] for c in commands.json_values())
+    want = sorted(reply_command_id(message_id(t), t[0].decode()) for t in waves[0] + waves[1])
+    assert ids == want

@@ -1,0 +1,98 @@
+"""The inbound reader's offset bookkeeping, without a broker: an offset becomes
+committable only once its batch and every batch before it were acknowledged, and never
+past a batch whose outputs failed. (Reading, revoking and committing on a real broker:
+``tests/integration/test_replies.py``.)"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
+
+from faust.types import TP
+
+from topology.inbound_reader import InboundReader
+from topology.replies_batch import RepliesBatch
+
+P0, P1 = TP("sms.inbound", 0), TP("sms.inbound", 1)
+
+
+class FakeApp:
+    """Faust's producer and consumer as the reader uses them: flush, then commit."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.calls: list[Any] = []
+        self.accept = accept
+        self.producer = SimpleNamespace(flush=self._flush)
+        self.consumer = SimpleNamespace(_commit=self._commit, _committed_offset={})
+
+    async def _flush(self) -> None:
+        self.calls.append("flush")
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        self.calls.append(dict(offsets))
+        return self.accept
+
+
+def reader(app: Any = None, crashes: list[BaseException] | None = None) -> InboundReader:
+    async def crash(exc: BaseException) -> None:
+        if crashes is not None:
+            crashes.append(exc)
+
+    replies = cast(RepliesBatch, SimpleNamespace(texts=0, batches=0))
+    return InboundReader(
+        app, replies, frozenset({"sms.inbound"}), crash=crash, bootstrap_servers="unused:9092"
+    )
+
+
+async def test_offsets_become_committable_in_the_order_batches_were_read() -> None:
+    r = reader()
+    loop = asyncio.get_running_loop()
+    first, second = loop.create_future(), loop.create_future()
+    for fut, offsets in ((first, {P0: 10}), (second, {P0: 20, P1: 5})):
+        r._pending.append((fut, offsets))
+        fut.add_done_callback(r._on_acked)
+    second.set_result(None)
+    await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    assert r._done == {}  # the first batch is not acknowledged yet
+    first.set_result(None)
+    await asyncio.sleep(0)
+    assert r._done == {P0: 20, P1: 5}
+    assert not r._pending
+
+
+async def test_never_past_a_batch_whose_outputs_failed() -> None:
+    crashes: list[BaseException] = []
+    r = reader(crashes=crashes)
+    loop = asyncio.get_running_loop()
+    ok, failed, later = loop.create_future(), loop.create_future(), loop.create_future()
+    for fut, offsets in ((ok, {P0: 3}), (failed, {P0: 7}), (later, {P0: 9})):
+        r._pending.append((fut, offsets))
+        fut.add_done_callback(r._on_acked)
+    ok.set_result(None)
+    failed.set_exception(RuntimeError("broker refused"))
+    later.set_result(None)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert r._done == {P0: 3}
+    assert [str(e) for e in crashes] == ["broker refused"]
+
+
+async def test_a_commit_flushes_faust_s_producer_first_and_records_what_was_accepted() -> None:
+    app = FakeApp()
+    r = reader(app)
+    r._done = {P0: 12}
+    await r._commit()
+    assert app.calls == ["flush", {P0: 12}]
+    assert r.committed == {P0: 12} and app.consumer._committed_offset == {P0: 12}
+    assert r._done == {}
+    await r._commit()  # nothing new: no call
+    assert app.calls == ["flush", {P0: 12}]
+
+
+async def test_a_refused_commit_is_not_recorded() -> None:
+    app = FakeApp(accept=False)
+    r = reader(app)
+    r._done = {P1: 4}
+    await r._commit()
+    assert r.committed == {} and app.consumer._committed_offset == {}
