@@ -68,6 +68,10 @@ DEFAULT_HELP: tuple[str, ...] = ("help", "info")
 DEFAULT_STATUS: tuple[str, ...] = ("status", "stat", "out", "outage", "eta", "update")
 
 
+MEMO_SIZE = 4096
+"""Bodies :meth:`KeywordConfig.understand` remembers (at most 4096 x a text's 1,600 chars)."""
+
+
 class Intent(StrEnum):
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
@@ -98,9 +102,29 @@ class KeywordConfig:
     """Treat clear plain-words revocation ("stop texting me") as an opt-out."""
     any_opt_out: frozenset[str] = field(init=False, repr=False, compare=False)
     """Both opt-out lists, joined once rather than for every text."""
+    _memo: dict[str, tuple[str, Classified]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "any_opt_out", self.opt_out | self.opt_out_all)
+        object.__setattr__(self, "_memo", {})
+
+    def understand(self, body: str) -> tuple[str, Classified]:
+        """``(normalize(body), classify(body, self))``, remembered for recent bodies.
+
+        Why: in an outage thousands of customers send the same few texts ("STATUS",
+        "when will it be fixed?"), and the phrase rules were the costliest part of a
+        reply's decision. Both functions are pure, so a remembered answer is the answer.
+        Bounded: the memory is emptied when it holds ``MEMO_SIZE`` bodies."""
+        found = self._memo.get(body)
+        if found is None:
+            norm = normalize(body)
+            found = (norm, classify(body, self, norm))
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[body] = found
+        return found
 
     @classmethod
     def from_lists(

@@ -35,7 +35,7 @@ import orjson
 from schemas import AuditDraft, InboundSms, MessageKind, format_utc
 
 from .fanout import Subscriber
-from .keywords import Classified, Intent, KeywordConfig, classify, normalize
+from .keywords import Classified, Intent, KeywordConfig
 from .loops import GuardState, LoopRules, LoopVerdict, observe, record_reply
 from .reply_texts import ReplyText, ReplyTexts
 from .templates import format_eta
@@ -190,8 +190,7 @@ def handle_inbound(
     now = sms.received_at
     phone, sender, mid = sms.from_, sms.to, sms.message_id
     at = format_utc(now)
-    norm = normalize(sms.body)
-    intent = classify(sms.body, rules.keywords, norm)
+    norm, intent = rules.keywords.understand(sms.body)
     language = subscriber.customers[0].language if subscriber and subscriber.customers else "en"
     audits: list[AuditDraft] = []
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from streams.keywords import (
     DEFAULT_OPT_OUT,
+    MEMO_SIZE,
     Intent,
     KeywordConfig,
     classify,
@@ -255,3 +256,20 @@ def test_the_ascii_shortcut_normalizes_as_the_unicode_path(body: str) -> None:
 @given(st.text(max_size=60) | st.sampled_from(["STOP", "Stop texting me", "when is it back?"]))
 def test_classify_given_the_normalized_body_decides_the_same(body: str) -> None:
     assert classify(body, normalized=normalize(body)) == classify(body)
+
+
+@given(st.lists(st.text(max_size=40) | st.sampled_from(["STOP", "status", "HELP"]), max_size=30))
+def test_understand_answers_as_normalize_and_classify_first_time_and_again(
+    bodies: list[str],
+) -> None:
+    cfg = KeywordConfig.from_lists(opt_out=["stop", "halt"])
+    for body in bodies + bodies:  # the second round comes from the memory
+        assert cfg.understand(body) == (normalize(body), classify(body, cfg))
+
+
+def test_understand_remembers_a_bounded_number_of_bodies() -> None:
+    cfg = KeywordConfig()
+    for i in range(MEMO_SIZE + 10):
+        cfg.understand(f"message {i}")
+    assert len(cfg._memo) <= MEMO_SIZE
+    assert cfg.understand("STOP") == (normalize("STOP"), classify("STOP", cfg))
