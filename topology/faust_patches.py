@@ -156,20 +156,24 @@ class SafeRecovery(Recovery):
             self.log.info("Seek stream partitions to committed offsets.")
             await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
             await self._rewind_uncommitted(streams)
+        # Partitions a direct reader reads stay paused in Faust's consumer: the reader
+        # starts where the seek left them (one whose position is unknown stays with Faust).
+        readers = direct_readers(self.app)
+        wanted = sorted(tp for tp in streams if any(tp.topic in r.topics for r in readers))
+        positions: dict[Any, int] = {}
+        for tp in wanted:
+            offset = await consumer.position(tp)
+            if offset is not None:
+                positions[tp] = offset
         self.completed.set()
         self.log.info("Resuming flow...")
         self.app.flow_control.resume()  # clears the agents' queues: nothing is in them yet
         # No await between the clear and here: no record can slip in and be cleared.
-        # Partitions read by a direct reader stay paused in Faust's consumer: the reader
-        # starts where the seek left them.
-        readers = direct_readers(self.app)
-        direct = {tp for tp in streams if any(tp.topic in r.topics for r in readers)}
-        positions = {tp: await consumer.position(tp) for tp in sorted(direct)}
-        consumer.resume_partitions(streams - direct)
+        consumer.resume_partitions(streams - positions.keys())
         consumer.resume_flow()
         for reader in readers:
-            mine = {tp: p for tp, p in positions.items() if tp.topic in reader.topics}
-            await reader.start({tp: p for tp, p in mine.items() if p is not None})
+            mine = {tp: offset for tp, offset in positions.items() if tp.topic in reader.topics}
+            await reader.start(mine)
 
     async def _forget_previous_generation(self, streams: set[Any]) -> None:
         """Drop Faust's commit bookkeeping of the stream partitions before the seek, so

@@ -127,6 +127,9 @@ class InboundReader:
                 client_id="outage-sms-inbound",
                 enable_auto_commit=False,
                 fetch_max_wait_ms=self._fetch_wait_ms,
+                # As Faust's consumer: an offset the broker no longer has (retention)
+                # restarts at the oldest record kept, never at the end.
+                auto_offset_reset="earliest",
             )
             await consumer.start()
             self._faust_tp = {(tp.topic, tp.partition): tp for tp in positions}
@@ -202,6 +205,16 @@ class InboundReader:
         await consumer.stop()
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await self._read_batches(consumer)
+        except Exception as exc:
+            # A reader that merely ended would leave its partitions unread while the worker
+            # looked healthy: stop the worker; its replacement reads from the last commit.
+            log.critical("stopping the worker: the inbound reader failed: %r", exc)
+            await self._crash(exc)
+            raise
+
+    async def _read_batches(self, consumer: AIOKafkaConsumer) -> None:
         decide = self._replies.decide
         while not self._halted:
             self._fetching = True
