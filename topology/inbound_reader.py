@@ -112,14 +112,13 @@ class InboundReader:
         self.committed: dict[Any, int] = {}
         """The last offsets this reader committed, by Faust topic-partition."""
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     async def start(self, positions: Mapping[Any, int]) -> None:
         """Read the partitions in ``positions`` (Faust TPs) from those offsets."""
         async with self._lock:
-            await self._stop(commit=True)
+            # One left from an earlier generation (no revoke reached it): its uncommitted
+            # batches are read again by this or another worker; its commit would be refused.
+            await self._stop(commit=False)
+            self.committed = dict(positions)
             if not positions:
                 return
             consumer = AIOKafkaConsumer(
