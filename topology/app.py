@@ -190,6 +190,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
     async def _forget_views(sender: Any, *args: Any, **kwargs: Any) -> None:
+        # The inbound reader's batch in hand first: deciding it after the clear would
+        # rebuild the status bot's outage view from partitions about to move.
+        if built.inbound_reader is not None:
+            await built.inbound_reader.stop(commit=True)
         views.clear()
         areas.clear()
 

@@ -220,6 +220,8 @@ class DirectReader(Protocol):
 
     async def start(self, positions: Mapping[Any, int]) -> None: ...
 
+    def allow(self) -> None: ...
+
     def halt(self) -> None: ...
 
     async def stop(self, commit: bool = True) -> None: ...
@@ -292,6 +294,15 @@ class SafeTableManager(TableManager):
         snapshot_fetches(self.app.consumer)
         quiet_direct_partitions(self.app)
         await super().on_start()
+
+    async def on_rebalance(
+        self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0
+    ) -> None:
+        # The assign step: the recovery that follows may start the direct readers (a
+        # reader halted by a later revoke refuses a start from this one's recovery).
+        for reader in direct_readers(self.app):
+            reader.allow()
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         # Faust's first, synchronous step of a revoke (and of a shutdown): no new batch

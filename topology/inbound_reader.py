@@ -18,7 +18,9 @@ that match its tables' partitions, as before, and only the reading moves here:
 - **Stop**, at a revoke or a shutdown (``SafeTableManager``): no new batch starts at once
   (the synchronous hook Faust calls first); then the batch in hand finishes, its outputs
   are acknowledged, its offsets committed, before Faust hands the partitions on or closes
-  the tables' stores.
+  the tables' stores (and before the worker's views are cleared). A start that a revoke
+  has overtaken (the recovery of an assignment finishing while the next revoke runs) is
+  refused until the next assignment.
 - At least once, as before: a crash re-reads from the last commit, and the decisions
   (deterministic command ids, redelivery-aware state) make the repeat harmless.
 
@@ -84,7 +86,7 @@ class InboundReader:
         fetch_wait_ms: int = 500,
         commit_every: float = 2.8,
         max_records: int = 1000,
-        stop_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.topics = topics
         self._app = app
@@ -115,12 +117,14 @@ class InboundReader:
     async def start(self, positions: Mapping[Any, int]) -> None:
         """Read the partitions in ``positions`` (Faust TPs) from those offsets."""
         async with self._lock:
-            # One left from an earlier generation (no revoke reached it): its uncommitted
-            # batches are read again by this or another worker; its commit would be refused.
+            # Not expected (each revoke stops the reader); if one is left, its uncommitted
+            # batches are read again from the positions given here.
             await self._stop(commit=False)
-            self.committed = dict(positions)
-            if not positions:
+            if self._halted or not positions:
+                # Halted since the assignment these positions belong to: a revoke (or a
+                # shutdown) began while its recovery was finishing. Not ours to read.
                 return
+            self.committed = dict(positions)
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._bootstrap,
                 client_id="outage-sms-inbound",
@@ -130,13 +134,19 @@ class InboundReader:
                 # restarts at the oldest record kept, never at the end.
                 auto_offset_reset="earliest",
             )
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            if self._halted:  # a revoke began meanwhile
+                await consumer.stop()
+                return
             self._faust_tp = {(tp.topic, tp.partition): tp for tp in positions}
             consumer.assign([TopicPartition(tp.topic, tp.partition) for tp in positions])
             for tp, offset in positions.items():
                 consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
             self._consumer = consumer
-            self._halted = False
             self._last_commit = time.monotonic()
             self._task = asyncio.ensure_future(self._read(consumer))
             log.info(
@@ -145,8 +155,13 @@ class InboundReader:
                 sorted(tp.partition for tp in positions),
             )
 
+    def allow(self) -> None:
+        """A new assignment: the next :meth:`start` may read (Faust's assign step)."""
+        self._halted = False
+
     def halt(self) -> None:
-        """No new batch from now on (synchronous: Faust's first step of a revoke)."""
+        """No new batch from now on, and no start until the next assignment :meth:`allow`
+        s it (synchronous: Faust's first step of a revoke or a shutdown)."""
         self._halted = True
         if self._fetching and self._task is not None:
             self._task.cancel()  # only ever cancelled while waiting for records
@@ -241,12 +256,15 @@ class InboundReader:
                 acked.add_done_callback(self._on_acked)
                 self._replies.texts += len(batch)
                 self._replies.batches += 1
-                if len(self._pending) > self.MAX_INFLIGHT:
-                    await asyncio.wait(
-                        [f for f, _ in self._pending], return_when=asyncio.FIRST_COMPLETED
-                    )
+                # Back-pressure on what the broker has not acknowledged yet (acknowledged
+                # batches may wait in the queue behind an older one).
+                while len(waiting := self._unacknowledged()) > self.MAX_INFLIGHT:
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if self._done and time.monotonic() - self._last_commit >= self._commit_every:
                 await self._commit()
+
+    def _unacknowledged(self) -> list[asyncio.Future[Any]]:
+        return [f for f, _ in self._pending if not f.done()]
 
     def _on_acked(self, acked: asyncio.Future[Any]) -> None:
         if acked.cancelled() or acked.exception() is not None:
@@ -275,6 +293,11 @@ class InboundReader:
             return
         offsets, self._done = self._done, {}
         app = self._app
+        # Faust's commit leaves out partitions no longer assigned: so does the record.
+        assigned = app.consumer.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not offsets:
+            return
         # Dead letters go through Faust's producer: on the broker before their offsets
         # are committed, as Faust's own commit does.
         await app.producer.flush()

@@ -24,7 +24,10 @@ class FakeApp:
         self.calls: list[Any] = []
         self.accept = accept
         self.producer = SimpleNamespace(flush=self._flush)
-        self.consumer = SimpleNamespace(_commit=self._commit, _committed_offset={})
+        self.assigned = {P0, P1}
+        self.consumer = SimpleNamespace(
+            _commit=self._commit, _committed_offset={}, assignment=lambda: self.assigned
+        )
 
     async def _flush(self) -> None:
         self.calls.append("flush")
@@ -90,9 +93,91 @@ async def test_a_commit_flushes_faust_s_producer_first_and_records_what_was_acce
     assert app.calls == ["flush", {P0: 12}]
 
 
+async def test_offsets_of_partitions_no_longer_assigned_are_left_out() -> None:
+    app = FakeApp()
+    app.assigned = {P1}
+    r = reader(app)
+    r._done = {P0: 12, P1: 3}
+    await r._commit()
+    assert app.calls == ["flush", {P1: 3}] and r.committed == {P1: 3}
+
+
 async def test_a_refused_commit_is_not_recorded() -> None:
     app = FakeApp(accept=False)
     r = reader(app)
     r._done = {P1: 4}
     await r._commit()
     assert r.committed == {} and app.consumer._committed_offset == {}
+
+
+async def test_a_start_after_a_revoke_began_is_refused_until_the_next_assignment() -> None:
+    """A recovery finishing while the next revoke runs must not start reading partitions
+    that are about to move (the reader would write stores another worker owns)."""
+    r = reader(FakeApp())
+    r.halt()  # the revoke's first step
+    await r.start({P0: 5})  # the earlier assignment's recovery, finishing late
+    assert r._consumer is None and r._task is None
+    r.allow()  # the next assignment
+    assert not r._halted
+
+
+class FakeConsumer:
+    """One record per fetch, on P0; halts the reader after ``fetches``."""
+
+    def __init__(self, r: InboundReader, fetches: int) -> None:
+        self.reader, self.left, self.offset = r, fetches, 0
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        if self.left == 0:
+            self.reader.halt()
+            return {}
+        self.left -= 1
+        self.offset += 1
+        record = SimpleNamespace(
+            topic=P0.topic, partition=0, offset=self.offset, timestamp=None, key=b"k", value=b"v"
+        )
+        return {P0: [record]}
+
+
+async def test_back_pressure_counts_only_batches_the_broker_has_not_acknowledged() -> None:
+    """An old batch waiting on a slow broker holds its successors in the queue, but they
+    are acknowledged: they must not count against the limit (nor may unacknowledged ones
+    pass it)."""
+    loop = asyncio.get_running_loop()
+    acks: list[asyncio.Future[Any]] = []
+
+    async def decide(batch: list[Any]) -> asyncio.Future[Any]:
+        fut = loop.create_future()
+        if acks:  # every batch but the first is acknowledged at once
+            fut.set_result(None)
+        acks.append(fut)
+        return fut
+
+    r = reader(FakeApp())
+    r._replies = cast(RepliesBatch, SimpleNamespace(texts=0, batches=0, decide=decide))
+    r._faust_tp = {(P0.topic, 0): P0}
+    await asyncio.wait_for(r._read_batches(cast(Any, FakeConsumer(r, 20))), timeout=5)
+    assert len(acks) == 20 and r._done == {}  # nothing committable past the first
+
+    acks.clear()
+
+    async def never(batch: list[Any]) -> asyncio.Future[Any]:
+        acks.append(loop.create_future())
+        return acks[-1]
+
+    r2 = reader(FakeApp())
+    r2._replies = cast(RepliesBatch, SimpleNamespace(texts=0, batches=0, decide=never))
+    r2._faust_tp = {(P0.topic, 0): P0}
+    reading = asyncio.ensure_future(r2._read_batches(cast(Any, FakeConsumer(r2, 20))))
+    await turns()
+    assert len(acks) == InboundReader.MAX_INFLIGHT + 1 and not reading.done()
+    acks[0].set_result(None)
+    await turns()
+    assert len(acks) == InboundReader.MAX_INFLIGHT + 2
+    reading.cancel()
+
+
+async def turns(n: int = 100) -> None:
+    """Let every ready task run (nothing here waits on time or I/O)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
