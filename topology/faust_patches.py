@@ -76,6 +76,8 @@ import faust
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 
+from .gc_passes import GcHold
+
 __all__ = [
     "PATCHED_FAUST_VERSION",
     "DirectReader",
@@ -84,6 +86,7 @@ __all__ = [
     "add_direct_reader",
     "direct_readers",
     "quiet_direct_partitions",
+    "recovery_gc",
     "snapshot_fetches",
 ]
 
@@ -127,6 +130,7 @@ class SafeRecovery(Recovery):
         if not self.app.assignor.assigned_standbys():
             self.tables.on_standbys_ready()
         self.app.on_rebalance_end()
+        recovery_gc(self.app).release()
         self.log.info("Worker ready")
 
     async def _resume_streams(self, generation_id: int = 0) -> None:
@@ -144,6 +148,7 @@ class SafeRecovery(Recovery):
         self.tables.on_actives_ready()
         self.tables.on_standbys_ready()
         app.on_rebalance_end()
+        recovery_gc(app).release()
         self.log.info("Worker ready")
 
     async def _seek_then_resume(self, assignment: set[Any]) -> None:
@@ -227,6 +232,12 @@ class DirectReader(Protocol):
     async def stop(self, commit: bool = True) -> None: ...
 
 
+def recovery_gc(app: Any) -> GcHold:
+    """Fewer GC passes from an assignment to "Worker ready" (``topology.gc_passes``)."""
+    hold: GcHold = app.__dict__.setdefault("_outage_sms_recovery_gc", GcHold())
+    return hold
+
+
 def direct_readers(app: Any) -> list[DirectReader]:
     readers: list[DirectReader] = app.__dict__.setdefault("_outage_sms_direct_readers", [])
     return readers
@@ -302,6 +313,8 @@ class SafeTableManager(TableManager):
         # reader halted by a later revoke refuses a start from this one's recovery).
         for reader in direct_readers(self.app):
             reader.allow()
+        # Until "Worker ready": the recovery builds the tables' state a record at a time.
+        recovery_gc(self.app).hold()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     def on_partitions_revoked(self, revoked: Any) -> None:
@@ -315,6 +328,7 @@ class SafeTableManager(TableManager):
         # Shutdown: before the stores close, while Faust's consumer can still commit.
         for reader in direct_readers(self.app):
             await reader.stop(commit=True)
+        recovery_gc(self.app).release()
         await super().on_stop()
 
     @property

@@ -13,7 +13,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["BULK_THRESHOLD", "fewer_gc_passes"]
+__all__ = ["BULK_THRESHOLD", "GcHold", "fewer_gc_passes"]
 
 BULK_THRESHOLD = (100_000, 50, 100)
 
@@ -37,3 +37,30 @@ def fewer_gc_passes() -> Iterator[None]:
         if _holders == 0 and _saved is not None:
             gc.set_threshold(*_saved)
             _saved = None
+
+
+class GcHold:
+    """:func:`fewer_gc_passes` from one callback to another, for work that is not one
+    block of code: a worker's table recovery runs from Faust's assign step to its
+    "Worker ready". At a million customers, full passes there took 21-22 s of a new
+    worker's 5.5-minute recovery (each rescanning everything recovered so far, nothing to
+    collect). ``hold`` and ``release`` are idempotent, so a recovery that a rebalance
+    restarts holds once, and a release without a hold is harmless."""
+
+    def __init__(self) -> None:
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._stack is not None
+
+    def hold(self) -> None:
+        if self._stack is None:
+            stack = contextlib.ExitStack()
+            stack.enter_context(fewer_gc_passes())
+            self._stack = stack
+
+    def release(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
