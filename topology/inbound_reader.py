@@ -101,6 +101,10 @@ class InboundReader:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._halted = False
+        """The read loop's stop flag."""
+        self._revoked = False
+        """Set by a revoke's :meth:`halt`, cleared by the next assignment's :meth:`allow`:
+        no start in between."""
         self._fetching = False
         # Batches in the order read, each with the next offset of its partitions: offsets
         # become committable only in that order, once the batch's outputs are acknowledged.
@@ -120,7 +124,7 @@ class InboundReader:
             # Not expected (each revoke stops the reader); if one is left, its uncommitted
             # batches are read again from the positions given here.
             await self._stop(commit=False)
-            if self._halted or not positions:
+            if self._revoked or not positions:
                 # Halted since the assignment these positions belong to: a revoke (or a
                 # shutdown) began while its recovery was finishing. Not ours to read.
                 return
@@ -139,9 +143,10 @@ class InboundReader:
             except BaseException:
                 await consumer.stop()
                 raise
-            if self._halted:  # a revoke began meanwhile
+            if self._revoked:  # a revoke began meanwhile
                 await consumer.stop()
                 return
+            self._halted = False
             self._faust_tp = {(tp.topic, tp.partition): tp for tp in positions}
             consumer.assign([TopicPartition(tp.topic, tp.partition) for tp in positions])
             for tp, offset in positions.items():
@@ -157,11 +162,15 @@ class InboundReader:
 
     def allow(self) -> None:
         """A new assignment: the next :meth:`start` may read (Faust's assign step)."""
-        self._halted = False
+        self._revoked = False
 
     def halt(self) -> None:
         """No new batch from now on, and no start until the next assignment :meth:`allow`
         s it (synchronous: Faust's first step of a revoke or a shutdown)."""
+        self._revoked = True
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         self._halted = True
         if self._fetching and self._task is not None:
             self._task.cancel()  # only ever cancelled while waiting for records
@@ -187,7 +196,7 @@ class InboundReader:
         task, consumer = self._task, self._consumer
         if task is None or consumer is None:
             return
-        self.halt()
+        self._stop_reading()  # not halt(): a start after this stop may still be allowed
         # Each wait is bounded: with the broker gone, a batch's outputs or the commit could
         # wait for as long as it is gone, and a revoke or a shutdown must not.
         await asyncio.wait({task}, timeout=self._stop_timeout)

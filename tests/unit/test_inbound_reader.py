@@ -9,6 +9,8 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from topology.inbound_reader import InboundReader
@@ -118,7 +120,7 @@ async def test_a_start_after_a_revoke_began_is_refused_until_the_next_assignment
     await r.start({P0: 5})  # the earlier assignment's recovery, finishing late
     assert r._consumer is None and r._task is None
     r.allow()  # the next assignment
-    assert not r._halted
+    assert not r._revoked
 
 
 class FakeConsumer:
@@ -181,3 +183,19 @@ async def turns(n: int = 100) -> None:
     """Let every ready task run (nothing here waits on time or I/O)."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+async def test_a_leftover_reader_is_stopped_and_does_not_refuse_the_next_start() -> None:
+    """Stopping a reader left from an earlier generation is not a revoke: the start that
+    stopped it goes on (here to the consumer's start, which has no broker to reach)."""
+    r = reader(FakeApp())
+    stopped: list[bool] = []
+
+    async def stop() -> None:
+        stopped.append(True)
+
+    r._consumer = cast(Any, SimpleNamespace(stop=stop))
+    r._task = asyncio.ensure_future(asyncio.sleep(0))
+    with pytest.raises(KafkaError):
+        await r.start({P0: 5})
+    assert stopped == [True] and not r._revoked
