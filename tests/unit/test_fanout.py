@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import streams.fanout as fanout_module
 from schemas import AuditRecord, MessageKind, OutageEvent, SendCommand
 from streams.fanout import (
     Customer,
@@ -321,6 +322,48 @@ def test_subscriber_from_state_without_facts_is_textable_unknown_line_without_co
         None,
     )
     assert sub.customers == (Customer("C1", frozenset({"R1"}), False, "en", None),)
+
+
+def _decoded(phone: str, cid: str) -> Mapping[str, Any]:
+    """A table value as the store hands it over: freshly decoded, nothing shared."""
+    state = {
+        "p": 0,
+        "facts": {"line": "mobile", "textable": True, "country": "US", "timezone": None},
+        "customers": {
+            cid: {
+                "regions": ["R1", "R2"],
+                "sms_consent": True,
+                "language": "es",
+                "timezone": "America/Chicago",
+            }
+        },
+    }
+    decoded: Mapping[str, Any] = orjson.loads(orjson.dumps(state))
+    return decoded
+
+
+def test_subscribers_share_one_copy_of_each_repeated_value() -> None:
+    first = subscriber_from_state(A, _decoded(A, "C1"))
+    second = subscriber_from_state(B, _decoded(B, "C2"))
+    one, two = first.customers[0], second.customers[0]
+    assert one.regions is two.regions
+    assert one.language is two.language
+    assert one.timezone is two.timezone
+    assert first.line is second.line
+    assert first.country is second.country
+    assert one.customer_id == "C1" and two.customer_id == "C2"
+
+
+def test_values_past_the_sharing_bound_are_kept_as_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fanout_module, "_shared", {})
+    monkeypatch.setattr(fanout_module, "SHARED_VALUES_MAX", 0)
+    first = subscriber_from_state(A, _decoded(A, "C1"))
+    second = subscriber_from_state(B, _decoded(B, "C2"))
+    assert first.customers[0].timezone is not second.customers[0].timezone
+    assert first.customers[0] == replace(second.customers[0], customer_id="C1")
+    assert fanout_module._shared == {}
 
 
 def test_partition_index_maps_regions_to_phones() -> None:
