@@ -7,11 +7,10 @@ with its own settings (topic prefix, store, partitions).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -42,7 +41,7 @@ from streams.reply_texts import ReplyTexts
 from streams.retry import RetryPolicy
 
 from .emitter import BatchEmitter
-from .faust_patches import SafeTableManager, add_direct_reader
+from .faust_patches import SafeTableManager, add_direct_reader, on_worker_ready
 from .fetch_wait import fast_fetch_when_ready
 from .gc_passes import fewer_gc_passes
 from .guard import RetriesExhausted, process_guarded
@@ -187,6 +186,12 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     built.areas = areas
     reply_texts = ReplyTexts(s.program_name, s.support_contact)
     rules = reply_rules(s)
+
+    def view_sources() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+        return subscribers.items(), optouts.items()
+
+    # From "Worker ready", not at the first outage: a million numbers take about 30 s.
+    on_worker_ready(app, lambda: views.start_building(view_sources))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's stub is narrower
     async def _forget_views(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -371,13 +376,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 if areas.built:
                     areas.put(partition, area_outage_from_state(state))
             if not views.built:
-                # The build makes a million long-lived objects: with the default thresholds
-                # each full GC pass rescanned all built so far (at a million numbers, 14
-                # passes of 0.1-1.35 s, a fifth of the 35 s build, with nothing to collect).
-                with fewer_gc_passes():
-                    views.build(subscribers.items(), fanout_memory.items(), optouts.items())
-                # Nor should later passes re-scan them during a fan-out's allocations.
-                gc.freeze()
+                await views.ensure_built(view_sources, fanout_memory.items)
             await run_fanout(outage, partition)
 
         await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)

@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
 import faust
@@ -86,6 +86,7 @@ __all__ = [
     "add_direct_reader",
     "direct_readers",
     "quiet_direct_partitions",
+    "on_worker_ready",
     "recovery_gc",
     "snapshot_fetches",
 ]
@@ -132,6 +133,7 @@ class SafeRecovery(Recovery):
         self.app.on_rebalance_end()
         recovery_gc(self.app).release()
         self.log.info("Worker ready")
+        _worker_ready(self.app)
 
     async def _resume_streams(self, generation_id: int = 0) -> None:
         # Faust 0.15.3's body, reordered where marked (the no-tables path).
@@ -150,6 +152,7 @@ class SafeRecovery(Recovery):
         app.on_rebalance_end()
         recovery_gc(app).release()
         self.log.info("Worker ready")
+        _worker_ready(app)
 
     async def _seek_then_resume(self, assignment: set[Any]) -> None:
         """The reordered part: seek while the stream partitions are still paused, clear
@@ -236,6 +239,17 @@ def recovery_gc(app: Any) -> GcHold:
     """Fewer GC passes from an assignment to "Worker ready" (``topology.gc_passes``)."""
     hold: GcHold = app.__dict__.setdefault("_outage_sms_recovery_gc", GcHold())
     return hold
+
+
+def on_worker_ready(app: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` at the end of every recovery ("Worker ready"), partitions and
+    tables in place: work for the new assignment that need not wait for its first record."""
+    app.__dict__.setdefault("_outage_sms_ready", []).append(callback)
+
+
+def _worker_ready(app: Any) -> None:
+    for callback in app.__dict__.get("_outage_sms_ready", ()):
+        callback()
 
 
 def direct_readers(app: Any) -> list[DirectReader]:

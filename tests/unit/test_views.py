@@ -1,0 +1,176 @@
+"""The fan-out's views, built in the background from "Worker ready", without a broker.
+
+The subscribers and opt-outs are scanned a step at a time while the agents go on
+updating the tables. An update that arrives mid-scan must win over the (older) value the
+scan reads later, a rebalance must stop a scan for the old assignment, and the fan-out
+must wait for the build in progress, not start a second one. (The worker on a real
+broker: every fan-out test in ``tests/integration``.)
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+
+from topology.views import LocalViews
+
+A, B, C = "+14155550101", "+14155550102", "+14155550103"
+
+
+def sub(partition: int, *regions: str) -> dict[str, Any]:
+    return {
+        "p": partition,
+        "facts": {"line": "mobile", "textable": True, "country": "US", "timezone": None},
+        "customers": {"C1": {"regions": list(regions), "sms_consent": True}},
+    }
+
+
+def opted(partition: int) -> dict[str, Any]:
+    return {"p": partition, "all": True, "senders": []}
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # the build freezes what it made; the next test starts clean
+
+
+def sources(
+    subscribers: list[tuple[str, Any]],
+    optouts: list[tuple[str, Any]] | None = None,
+    meanwhile: dict[str, Any] | None = None,
+    calls: list[int] | None = None,
+) -> Any:
+    """Table items as a scan reads them. ``meanwhile``: before the scan reads a number
+    named there, run that callback: an agent's update arriving between two steps."""
+
+    def scan(items: list[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
+        for phone, state in items:
+            if meanwhile and phone in meanwhile:
+                meanwhile.pop(phone)()
+            yield phone, state
+
+    def make() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+        if calls is not None:
+            calls.append(1)
+        return scan(subscribers), scan(optouts or [])
+
+    return make
+
+
+def regions_of(views: LocalViews, partition: int, phone: str) -> set[str] | None:
+    found = views.index_for(partition).subscribers.get(phone)
+    return None if found is None else set(found.regions)
+
+
+async def test_the_build_indexes_subscribers_and_optouts_then_the_fanout_adds_its_memory() -> None:
+    views = LocalViews()
+    memory = [("O1|0|1|" + A, {"o": "O1", "p": 0, "v": 1, "s": "active", "e": None,
+                               "sent": [[A, "alert"]]})]  # fmt: skip
+    await views.ensure_built(
+        sources([(A, sub(0, "R1")), (B, sub(1, "R2"))], [(A, opted(0))]),
+        lambda: memory,
+    )
+    assert views.live and views.built
+    assert regions_of(views, 0, A) == {"R1"} and regions_of(views, 1, B) == {"R2"}
+    assert views.optouts_for(0)[A].all_senders
+    assert views.memory_for(0).told["O1"][A].version == 1
+    assert A in views.memory_for(0).introduced
+
+
+async def test_updates_arriving_mid_scan_win_over_the_older_values_it_reads_later() -> None:
+    views = LocalViews()
+    meanwhile = {
+        # While the scan is at A: B moves to R9, C is deleted, A opts out again.
+        B: lambda: (
+            views.on_subscriber(0, B, sub(0, "R9")),
+            views.on_subscriber(0, C, None),
+            views.on_optout(0, A, None),
+        ),
+    }
+    views.start_building(
+        sources(
+            [(A, sub(0, "R1")), (B, sub(0, "R1")), (C, sub(0, "R1"))],
+            [(A, opted(0))],
+            meanwhile,
+        ),
+        step=1,
+    )
+    await views.ensure_built(sources([]), list)
+    assert not meanwhile, "the update ran mid-scan"
+    assert regions_of(views, 0, A) == {"R1"}
+    assert regions_of(views, 0, B) == {"R9"}
+    assert regions_of(views, 0, C) is None
+    assert A not in views.optouts_for(0)
+    assert views.index_for(0).ordered("R1") == [A]
+
+
+async def test_once_built_updates_apply_and_before_any_build_they_are_left_to_the_scan() -> None:
+    views = LocalViews()
+    views.on_subscriber(0, A, sub(0, "R1"))  # no build yet: the table is read later
+    assert views.index == {}
+    await views.ensure_built(sources([(B, sub(0, "R2"))]), list)
+    views.on_subscriber(0, A, sub(0, "R3"))
+    views.on_optout(0, B, opted(0))
+    assert regions_of(views, 0, A) == {"R3"}
+    assert views.optouts_for(0)[B].all_senders
+
+
+async def test_a_rebalance_mid_scan_stops_it_and_the_next_build_reads_the_new_assignment() -> None:
+    views = LocalViews()
+    old = sources(
+        [(A, sub(0, "R1")), (B, sub(0, "R1")), (C, sub(0, "R1"))],
+        meanwhile={B: views.clear},
+    )
+    views.start_building(old, step=1)
+    calls: list[int] = []
+    await views.ensure_built(sources([(C, sub(1, "R2"))], calls=calls), list)
+    assert calls == [1]
+    assert regions_of(views, 0, A) is None, "nothing of the old assignment is kept"
+    assert regions_of(views, 1, C) == {"R2"}
+    assert views.built
+
+
+async def test_the_fanout_waits_for_the_build_in_progress_rather_than_start_another() -> None:
+    views = LocalViews()
+    calls: list[int] = []
+    both = sources([(A, sub(0, "R1")), (B, sub(0, "R1"))], calls=calls)
+    views.start_building(both, step=1)
+    views.start_building(both, step=1)  # a second "Worker ready" while it runs
+    await views.ensure_built(both, list)
+    assert calls == [1]
+    assert views.index_for(0).ordered("R1") == [A, B]
+
+
+async def test_a_store_changed_under_the_scan_restarts_the_build() -> None:
+    views = LocalViews()
+    attempts: list[int] = []
+
+    def make() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+        attempts.append(1)
+
+        def scan() -> Iterator[tuple[str, Any]]:
+            yield A, sub(0, "R1")
+            if len(attempts) == 1:
+                raise RuntimeError("dictionary changed size during iteration")
+            yield B, sub(0, "R1")
+
+        return scan(), []
+
+    await views.ensure_built(make, list)
+    assert len(attempts) == 2
+    assert views.index_for(0).ordered("R1") == [A, B]
+
+
+async def test_a_failing_build_reaches_the_fanout() -> None:
+    views = LocalViews()
+
+    def broken() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+        return [(A, {"customers": {}})], []  # no partition: a bug, not a race
+
+    with pytest.raises(KeyError):
+        await views.ensure_built(broken, list)
+    assert not views.built
