@@ -13,6 +13,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
@@ -187,8 +188,10 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
     reply_texts = ReplyTexts(s.program_name, s.support_contact)
     rules = reply_rules(s)
 
-    def view_sources() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
-        return subscribers.items(), optouts.items()
+    def view_sources() -> tuple[
+        Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
+    ]:
+        return subscribers.items(), optouts.items(), fanout_memory.items()
 
     # From "Worker ready", not at the first outage: a million numbers take about 30 s.
     on_worker_ready(app, lambda: views.start_building(view_sources))
@@ -376,7 +379,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
                 if areas.built:
                     areas.put(partition, area_outage_from_state(state))
             if not views.built:
-                await views.ensure_built(view_sources, fanout_memory.items)
+                await views.ensure_built(view_sources)
             await run_fanout(outage, partition)
 
         await guarded(stream, Role.OUTAGE_EVENTS_DLQ, handle)
@@ -407,6 +410,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             # Only what the broker has acknowledged counts as told.
             for first, told in chunks:
                 planner.remember(memory, outage, told)
+                # A fan-out from before a rebalance: into the views built since, too.
+                fold = partial(planner.remember, outage=outage, told=told)
+                views.on_told(partition, memory, fold)
                 key = memory_key(outage.outage_id, partition, outage.version, first)
                 fanout_memory[key] = {
                     "o": outage.outage_id,

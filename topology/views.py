@@ -57,21 +57,23 @@ def optout_from_state(state: Any) -> OptOut | None:
     return OptOut(everyone, senders) if everyone or senders else None
 
 
-#: Subscribers indexed between two yields to the event loop during a background build:
-#: about 0.1-0.2 s of the loop at a time here, so texts and CRM updates keep flowing.
+#: Subscribers indexed (or fan-out memory chunks folded in) between two yields to the
+#: event loop during a background build: about 0.1-0.2 s of the loop at a time here, so
+#: texts and CRM updates keep flowing.
 BUILD_STEP = 5_000
+MEMORY_STEP = 50
 
 
 class LocalViews:
     """The fan-out's views of this worker's partitions.
 
-    Built after every rebalance in two stages. The subscribers and opt-outs (a million
-    numbers take about 30 s here) are built in the background from "Worker ready", a
-    step of ``BUILD_STEP`` numbers at a time, so the first outage after a start does not
-    wait for them and the loop is never held for the whole build. Updates that arrive
-    meanwhile are applied at once and the scan skips those numbers: the store's iterator
-    may hold an older value. The fan-out memory is folded in by the fan-out itself
-    (``ensure_built``): only a fan-out writes it, so no fan-out can write it meanwhile.
+    Built after every rebalance, in the background from "Worker ready" (a million numbers
+    take about 30 s here), a step at a time, so the first outage after a start does not
+    wait for them and the loop is never held for the whole build. An outage that arrives
+    during the build waits for it (``ensure_built``). Updates that arrive meanwhile are
+    applied at once: the scan skips numbers updated since it began (the store's iterator
+    may hold older values), and a fan-out's acknowledged chunks go into the memory being
+    built (folding a chunk twice changes nothing).
     """
 
     def __init__(self) -> None:
@@ -79,11 +81,10 @@ class LocalViews:
         self.memory: dict[int, OutageMemory] = {}
         self.optouts: dict[int, dict[str, OptOut]] = {}
         self.built = False
-        self.live = False
-        """Subscribers and opt-outs complete: updates apply directly."""
         self._generation = 0
         self._building: asyncio.Task[bool] | None = None
         self._changed_subscribers: set[str] | None = None
+        """Numbers updated since the scan began; None when no build is running."""
         self._changed_optouts: set[str] | None = None
 
     def clear(self) -> None:
@@ -92,50 +93,36 @@ class LocalViews:
         self.index.clear()
         self.memory.clear()
         self.optouts.clear()
-        self.built = self.live = False
+        self.built = False
         self._generation += 1
         self._building = None
         self._changed_subscribers = self._changed_optouts = None
 
     def start_building(self, sources: Sources, step: int = BUILD_STEP) -> None:
-        """Build the subscribers and opt-outs in the background, unless done or running."""
-        if self.live or (self._building is not None and not self._building.done()):
+        """Build in the background, unless built or building."""
+        if self.built or (self._building is not None and not self._building.done()):
             return
-        task = self._building = asyncio.ensure_future(self._build_live(sources, step))
+        task = self._building = asyncio.ensure_future(self._build(sources, step))
         task.add_done_callback(_log_failure)
 
-    async def ensure_built(
-        self, sources: Sources, memory: Callable[[], Iterable[tuple[str, Any]]]
-    ) -> None:
-        """Everything the fan-out reads, waiting for (or starting) the background build."""
-        while not self.live:
+    async def ensure_built(self, sources: Sources) -> None:
+        """Wait for the build in progress, or start one (a failed build raises here)."""
+        while not self.built:
             self.start_building(sources)
             if self._building is not None:
                 await asyncio.shield(self._building)
-        if not self.built:
-            start = time.perf_counter()
-            chunks = 0
-            for _key, chunk in memory():
-                if chunk:
-                    chunks += 1
-                    self.memory_for(int(chunk["p"])).apply(
-                        chunk["o"], chunk["v"], chunk["s"], chunk["e"], chunk["sent"]
-                    )
-            self.built = True
-            log.info(
-                "fan-out memory folded in: %d chunks in %.2fs", chunks, time.perf_counter() - start
-            )
 
-    async def _build_live(self, sources: Sources, step: int) -> bool:
+    async def _build(self, sources: Sources, step: int) -> bool:
         """True once built; False when a rebalance made this build stale."""
         generation = self._generation
         start = time.perf_counter()
         self.index.clear()
+        self.memory.clear()
         self.optouts.clear()
         changed_subscribers = self._changed_subscribers = set()
         changed_optouts = self._changed_optouts = set()
-        subscribers, optouts = sources()
-        n = 0
+        subscribers, optouts, memory = sources()
+        n = chunks = 0
         # The build makes a million long-lived objects: with the default thresholds each
         # full GC pass rescanned all built so far (at a million numbers, 14 passes of
         # 0.1-1.35 s, a fifth of the build, with nothing to collect).
@@ -145,32 +132,47 @@ class LocalViews:
                     if state and phone not in changed_subscribers:
                         self.index_for(int(state["p"])).upsert(subscriber_from_state(phone, state))
                         n += 1
-                        if n % step == 0:
-                            await asyncio.sleep(0)
-                            if self._generation != generation:
-                                return False
+                        if n % step == 0 and not await self._still(generation):
+                            return False
+                for index in self.index.values():
+                    index.prepare()
+                for phone, state in optouts:
+                    opt = optout_from_state(state)
+                    if opt is not None and phone not in changed_optouts:
+                        self.optouts.setdefault(int(state["p"]), {})[phone] = opt
+                for _key, chunk in memory:
+                    if chunk:
+                        self.memory_for(int(chunk["p"])).apply(
+                            chunk["o"], chunk["v"], chunk["s"], chunk["e"], chunk["sent"]
+                        )
+                        chunks += 1
+                        if chunks % MEMORY_STEP == 0 and not await self._still(generation):
+                            return False
             except RuntimeError as exc:
                 # The store's set of partitions changed under the scan (a rebalance whose
                 # revoke signal has not reached ``clear`` yet): stale, like any other.
                 log.info("fan-out views: build restarted, the store changed: %s", exc)
                 return False
-            for index in self.index.values():
-                index.prepare()
-            for phone, state in optouts:
-                opt = optout_from_state(state)
-                if opt is not None and phone not in changed_optouts:
-                    self.optouts.setdefault(int(state["p"]), {})[phone] = opt
-            self.live = True
+            self.built = True
             self._changed_subscribers = self._changed_optouts = None
             # Nor should later passes re-scan them during a fan-out's allocations.
             gc.freeze()
         log.info(
-            "fan-out views rebuilt: %d numbers in %d partitions in %.2fs",
+            "fan-out views rebuilt: %d numbers in %d partitions, %d memory chunks, in %.2fs",
             n,
             len(self.index),
+            chunks,
             time.perf_counter() - start,
         )
         return True
+
+    async def _still(self, generation: int) -> bool:
+        await asyncio.sleep(0)
+        return self._generation == generation
+
+    @property
+    def _scanning(self) -> bool:
+        return self._changed_subscribers is not None
 
     def index_for(self, partition: int) -> PartitionIndex:
         return self.index.setdefault(partition, PartitionIndex())
@@ -182,7 +184,7 @@ class LocalViews:
         return self.optouts.setdefault(partition, {})
 
     def on_subscriber(self, partition: int, phone: str, state: Any) -> None:
-        if not self.live:
+        if not self.built:
             if self._changed_subscribers is None:
                 return  # no build running: the next one reads the table
             self._changed_subscribers.add(phone)
@@ -192,7 +194,7 @@ class LocalViews:
             self.index_for(partition).remove(phone)
 
     def on_optout(self, partition: int, phone: str, state: Any) -> None:
-        if not self.live:
+        if not self.built:
             if self._changed_optouts is None:
                 return
             self._changed_optouts.add(phone)
@@ -203,9 +205,25 @@ class LocalViews:
         else:
             views[phone] = opt
 
+    def on_told(
+        self, partition: int, applied_to: OutageMemory, fold: Callable[[OutageMemory], None]
+    ) -> None:
+        """A fan-out's acknowledged chunk, already folded into ``applied_to`` (the memory
+        it began with): also into the memory of views built or building since. A fan-out
+        from before a rebalance may still be writing while the next build reads."""
+        if not (self.built or self._scanning):
+            return
+        current = self.memory_for(partition)
+        if current is not applied_to:
+            fold(current)
 
-Sources = Callable[[], tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]]
-"""Called when a build starts: (subscribers, opt-outs) table items, read as it goes."""
+
+Sources = Callable[
+    [],
+    tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]],
+]
+"""Called when a build starts: the subscribers, opt-outs and fan-out memory table items,
+read as the build goes."""
 
 
 def _log_failure(task: asyncio.Task[bool]) -> None:

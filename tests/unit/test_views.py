@@ -1,9 +1,10 @@
 """The fan-out's views, built in the background from "Worker ready", without a broker.
 
-The subscribers and opt-outs are scanned a step at a time while the agents go on
-updating the tables. An update that arrives mid-scan must win over the (older) value the
-scan reads later, a rebalance must stop a scan for the old assignment, and the fan-out
-must wait for the build in progress, not start a second one. (The worker on a real
+The subscribers, opt-outs and fan-out memory are scanned a step at a time while the
+agents go on updating the tables. An update that arrives mid-scan must win over the
+(older) value the scan reads later, a fan-out's acknowledged chunks must reach the memory
+being built, a rebalance must stop a scan for the old assignment, and the fan-out must
+wait for the build in progress, not start a second one. (The worker on a real
 broker: every fan-out test in ``tests/integration``.)
 """
 
@@ -43,22 +44,32 @@ def sources(
     optouts: list[tuple[str, Any]] | None = None,
     meanwhile: dict[str, Any] | None = None,
     calls: list[int] | None = None,
+    memory: list[tuple[str, Any]] | None = None,
 ) -> Any:
-    """Table items as a scan reads them. ``meanwhile``: before the scan reads a number
+    """Table items as a scan reads them. ``meanwhile``: before the scan reads a key
     named there, run that callback: an agent's update arriving between two steps."""
 
     def scan(items: list[tuple[str, Any]]) -> Iterable[tuple[str, Any]]:
-        for phone, state in items:
-            if meanwhile and phone in meanwhile:
-                meanwhile.pop(phone)()
-            yield phone, state
+        for key, state in items:
+            if meanwhile and key in meanwhile:
+                meanwhile.pop(key)()
+            yield key, state
 
-    def make() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+    def make() -> tuple[
+        Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
+    ]:
         if calls is not None:
             calls.append(1)
-        return scan(subscribers), scan(optouts or [])
+        return scan(subscribers), scan(optouts or []), scan(memory or [])
 
     return make
+
+
+def chunk(partition: int, outage: str, version: int, *phones: str) -> tuple[str, Any]:
+    """A ``fanout_memory`` item: who in one chunk was told what."""
+    sent = [[p, "alert"] for p in phones]
+    key = f"{outage}|{partition}|{version}|{phones[0]}"
+    return key, {"o": outage, "p": partition, "v": version, "s": "active", "e": None, "sent": sent}
 
 
 def regions_of(views: LocalViews, partition: int, phone: str) -> set[str] | None:
@@ -66,19 +77,56 @@ def regions_of(views: LocalViews, partition: int, phone: str) -> set[str] | None
     return None if found is None else set(found.regions)
 
 
-async def test_the_build_indexes_subscribers_and_optouts_then_the_fanout_adds_its_memory() -> None:
+async def test_the_build_indexes_subscribers_optouts_and_what_each_number_was_told() -> None:
     views = LocalViews()
-    memory = [("O1|0|1|" + A, {"o": "O1", "p": 0, "v": 1, "s": "active", "e": None,
-                               "sent": [[A, "alert"]]})]  # fmt: skip
     await views.ensure_built(
-        sources([(A, sub(0, "R1")), (B, sub(1, "R2"))], [(A, opted(0))]),
-        lambda: memory,
+        sources(
+            [(A, sub(0, "R1")), (B, sub(1, "R2"))],
+            [(A, opted(0))],
+            memory=[chunk(0, "O1", 1, A)],
+        )
     )
-    assert views.live and views.built
+    assert views.built
     assert regions_of(views, 0, A) == {"R1"} and regions_of(views, 1, B) == {"R2"}
     assert views.optouts_for(0)[A].all_senders
     assert views.memory_for(0).told["O1"][A].version == 1
     assert A in views.memory_for(0).introduced
+
+
+async def test_a_fanout_from_before_a_rebalance_writes_into_the_views_built_since() -> None:
+    views = LocalViews()
+    await views.ensure_built(sources([(A, sub(0, "R1"))]))
+    began_with = views.memory_for(0)
+    views.clear()  # a rebalance while that fan-out waits for the broker's acks
+    views.start_building(
+        sources(
+            [(A, sub(0, "R1")), (B, sub(0, "R1"))],
+            memory=[chunk(0, "O1", 1, A)],
+            # Its next chunk is acknowledged while the scan reads the table (which may
+            # or may not hold it yet).
+            meanwhile={B: lambda: tell(views, began_with, B)},
+        ),
+        step=1,
+    )
+    await views.ensure_built(sources([]))
+    tell(views, began_with, C)  # and one more after the build
+    told = views.memory_for(0).told["O1"]
+    assert set(told) == {A, B, C}
+    assert views.memory_for(0) is not began_with
+
+
+def tell(views: LocalViews, began_with: Any, phone: str) -> None:
+    """What ``run_fanout`` does with an acknowledged chunk."""
+    began_with.apply("O1", 1, "active", None, [(phone, "alert")])
+    views.on_told(0, began_with, lambda m: m.apply("O1", 1, "active", None, [(phone, "alert")]))
+
+
+async def test_a_chunk_is_not_folded_twice_into_the_memory_it_began_with() -> None:
+    views = LocalViews()
+    await views.ensure_built(sources([(A, sub(0, "R1"))]))
+    folded: list[Any] = []
+    views.on_told(0, views.memory_for(0), folded.append)
+    assert folded == []
 
 
 async def test_updates_arriving_mid_scan_win_over_the_older_values_it_reads_later() -> None:
@@ -99,7 +147,7 @@ async def test_updates_arriving_mid_scan_win_over_the_older_values_it_reads_late
         ),
         step=1,
     )
-    await views.ensure_built(sources([]), list)
+    await views.ensure_built(sources([]))
     assert not meanwhile, "the update ran mid-scan"
     assert regions_of(views, 0, A) == {"R1"}
     assert regions_of(views, 0, B) == {"R9"}
@@ -112,7 +160,7 @@ async def test_once_built_updates_apply_and_before_any_build_they_are_left_to_th
     views = LocalViews()
     views.on_subscriber(0, A, sub(0, "R1"))  # no build yet: the table is read later
     assert views.index == {}
-    await views.ensure_built(sources([(B, sub(0, "R2"))]), list)
+    await views.ensure_built(sources([(B, sub(0, "R2"))]))
     views.on_subscriber(0, A, sub(0, "R3"))
     views.on_optout(0, B, opted(0))
     assert regions_of(views, 0, A) == {"R3"}
@@ -127,7 +175,7 @@ async def test_a_rebalance_mid_scan_stops_it_and_the_next_build_reads_the_new_as
     )
     views.start_building(old, step=1)
     calls: list[int] = []
-    await views.ensure_built(sources([(C, sub(1, "R2"))], calls=calls), list)
+    await views.ensure_built(sources([(C, sub(1, "R2"))], calls=calls))
     assert calls == [1]
     assert regions_of(views, 0, A) is None, "nothing of the old assignment is kept"
     assert regions_of(views, 1, C) == {"R2"}
@@ -140,7 +188,7 @@ async def test_the_fanout_waits_for_the_build_in_progress_rather_than_start_anot
     both = sources([(A, sub(0, "R1")), (B, sub(0, "R1"))], calls=calls)
     views.start_building(both, step=1)
     views.start_building(both, step=1)  # a second "Worker ready" while it runs
-    await views.ensure_built(both, list)
+    await views.ensure_built(both)
     assert calls == [1]
     assert views.index_for(0).ordered("R1") == [A, B]
 
@@ -149,7 +197,9 @@ async def test_a_store_changed_under_the_scan_restarts_the_build() -> None:
     views = LocalViews()
     attempts: list[int] = []
 
-    def make() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
+    def make() -> tuple[
+        Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
+    ]:
         attempts.append(1)
 
         def scan() -> Iterator[tuple[str, Any]]:
@@ -158,9 +208,9 @@ async def test_a_store_changed_under_the_scan_restarts_the_build() -> None:
                 raise RuntimeError("dictionary changed size during iteration")
             yield B, sub(0, "R1")
 
-        return scan(), []
+        return scan(), [], []
 
-    await views.ensure_built(make, list)
+    await views.ensure_built(make)
     assert len(attempts) == 2
     assert views.index_for(0).ordered("R1") == [A, B]
 
@@ -168,9 +218,11 @@ async def test_a_store_changed_under_the_scan_restarts_the_build() -> None:
 async def test_a_failing_build_reaches_the_fanout() -> None:
     views = LocalViews()
 
-    def broken() -> tuple[Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]]:
-        return [(A, {"customers": {}})], []  # no partition: a bug, not a race
+    def broken() -> tuple[
+        Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
+    ]:
+        return [(A, {"customers": {}})], [], []  # no partition: a bug, not a race
 
     with pytest.raises(KeyError):
-        await views.ensure_built(broken, list)
+        await views.ensure_built(broken)
     assert not views.built
