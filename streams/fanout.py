@@ -119,13 +119,17 @@ _shared: dict[Any, Any] = {}
 
 
 def _share(value: Any) -> Any:
-    """One object for every equal value many subscribers hold.
+    """One object for every equal string many subscribers hold.
 
     Each decoded table value brings its own copy of "en", "America/Chicago", "US",
     "fixed_line_or_mobile" and its own region set, and the views keep a million of them.
     Measured with tracemalloc on 100,000 US subscribers: 851 bytes each in the views
     before, 345 after, so about 480 MiB less for a million, against the worker's 1.5 GiB.
+    Only exact ``str`` values (and, in ``_regions``, sets of them): no two values of
+    different types may stand for each other, and anything else is kept as it came.
     """
+    if type(value) is not str:
+        return value
     found = _shared.get(value)
     if found is not None:
         return found
@@ -135,11 +139,16 @@ def _share(value: Any) -> Any:
 
 
 def _regions(values: Any) -> frozenset[str]:
-    found = frozenset(values or ())
-    shared = _shared.get(found)
-    if shared is not None:
-        return shared  # type: ignore[no-any-return]
-    return _share(frozenset(map(_share, found)))  # type: ignore[no-any-return]
+    regions = frozenset(values or ())
+    if not all(type(r) is str for r in regions):
+        return regions
+    found: frozenset[str] | None = _shared.get(regions)
+    if found is not None:
+        return found
+    shared = frozenset(map(_share, regions))
+    if len(_shared) < SHARED_VALUES_MAX:
+        _shared[shared] = shared
+    return shared
 
 
 def subscriber_from_state(phone: str, state: Mapping[str, Any]) -> Subscriber:

@@ -207,6 +207,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _stop_emitter(sender: Any, *args: Any, **kwargs: Any) -> None:
+        views.clear()  # a background build stops at its next step
         await emitter.stop()
 
     by_phone = built.topics[Role.CUSTOMERS_BY_PHONE]
@@ -410,7 +411,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             # Only what the broker has acknowledged counts as told.
             for first, told in chunks:
                 planner.remember(memory, outage, told)
-                # A fan-out from before a rebalance: into the views built since, too.
+                # Into views built since this fan-out began, too (defensive: see on_told).
                 fold = partial(planner.remember, outage=outage, told=told)
                 views.on_told(partition, memory, fold)
                 key = memory_key(outage.outage_id, partition, outage.version, first)

@@ -354,6 +354,13 @@ def test_subscribers_share_one_copy_of_each_repeated_value() -> None:
     assert one.customer_id == "C1" and two.customer_id == "C2"
 
 
+def test_only_strings_are_shared_so_equal_values_of_other_types_stay_apart() -> None:
+    assert fanout_module._share(1) == 1
+    assert fanout_module._share(True) is True
+    assert fanout_module._share(None) is None
+    assert None not in fanout_module._shared and 1 not in fanout_module._shared
+
+
 def test_values_past_the_sharing_bound_are_kept_as_decoded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,13 +10,14 @@ broker: every fan-out test in ``tests/integration``.)
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from topology.views import LocalViews
+from topology.views import SCAN_ATTEMPTS, LocalViews
 
 A, B, C = "+14155550101", "+14155550102", "+14155550103"
 
@@ -169,11 +170,17 @@ async def test_once_built_updates_apply_and_before_any_build_they_are_left_to_th
 
 async def test_a_rebalance_mid_scan_stops_it_and_the_next_build_reads_the_new_assignment() -> None:
     views = LocalViews()
+    loop = asyncio.get_running_loop()
     old = sources(
         [(A, sub(0, "R1")), (B, sub(0, "R1")), (C, sub(0, "R1"))],
-        meanwhile={B: views.clear},
+        # The revoke runs in another task: between two of the scan's steps.
+        meanwhile={B: lambda: loop.call_soon(views.clear)},
     )
     views.start_building(old, step=1)
+    stale = views._building
+    assert stale is not None
+    assert await stale is False
+    assert views.index == {} and not views.built, "the stale scan wrote nothing after it"
     calls: list[int] = []
     await views.ensure_built(sources([(C, sub(1, "R2"))], calls=calls))
     assert calls == [1]
@@ -193,26 +200,63 @@ async def test_the_fanout_waits_for_the_build_in_progress_rather_than_start_anot
     assert views.index_for(0).ordered("R1") == [A, B]
 
 
-async def test_a_store_changed_under_the_scan_restarts_the_build() -> None:
+def changing_store(
+    attempts: list[int], fail_until: int, message: str = "dictionary changed size during iteration"
+) -> Any:
+    def make() -> tuple[
+        Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
+    ]:
+        attempts.append(1)
+        failing = len(attempts) < fail_until
+
+        def scan() -> Iterator[tuple[str, Any]]:
+            yield A, sub(0, "R1")
+            if failing:
+                raise RuntimeError(message)
+            yield B, sub(0, "R1")
+
+        return scan(), [], []
+
+    return make
+
+
+async def test_a_store_that_changes_whenever_the_scan_yields_is_scanned_last_without_steps() -> (
+    None
+):
     views = LocalViews()
+    loop = asyncio.get_running_loop()
     attempts: list[int] = []
 
     def make() -> tuple[
         Iterable[tuple[str, Any]], Iterable[tuple[str, Any]], Iterable[tuple[str, Any]]
     ]:
         attempts.append(1)
+        written: list[bool] = []
+        loop.call_soon(written.append, True)  # an agent's write, the moment the scan yields
 
         def scan() -> Iterator[tuple[str, Any]]:
             yield A, sub(0, "R1")
-            if len(attempts) == 1:
+            if written:
                 raise RuntimeError("dictionary changed size during iteration")
             yield B, sub(0, "R1")
 
         return scan(), [], []
 
+    views.start_building(make, step=1)
     await views.ensure_built(make)
-    assert len(attempts) == 2
+    assert len(attempts) == SCAN_ATTEMPTS
     assert views.index_for(0).ordered("R1") == [A, B]
+
+
+async def test_any_other_error_fails_the_build_and_leaves_nothing_half_built() -> None:
+    views = LocalViews()
+    attempts: list[int] = []
+    with pytest.raises(RuntimeError, match="something else"):
+        await views.ensure_built(changing_store(attempts, 99, "something else"))
+    assert len(attempts) == 1, "not retried"
+    assert not views.built and views.index == {}
+    views.on_subscriber(0, C, sub(0, "R1"))  # no build running: left to the next scan
+    assert views.index == {}
 
 
 async def test_a_failing_build_reaches_the_fanout() -> None:
