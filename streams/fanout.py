@@ -130,12 +130,7 @@ def _share(value: Any) -> Any:
     """
     if type(value) is not str:
         return value
-    found = _shared.get(value)
-    if found is not None:
-        return found
-    if len(_shared) < SHARED_VALUES_MAX:
-        _shared[value] = value
-    return value
+    return _kept(value)
 
 
 def _regions(values: Any) -> frozenset[str]:
@@ -143,12 +138,17 @@ def _regions(values: Any) -> frozenset[str]:
     if not all(type(r) is str for r in regions):
         return regions
     found: frozenset[str] | None = _shared.get(regions)
+    return found if found is not None else _kept(frozenset(map(_share, regions)))
+
+
+def _kept(value: Any) -> Any:
+    """The shared object equal to ``value``, which becomes it if none is (under the bound)."""
+    found = _shared.get(value)
     if found is not None:
         return found
-    shared = frozenset(map(_share, regions))
     if len(_shared) < SHARED_VALUES_MAX:
-        _shared[shared] = shared
-    return shared
+        _shared[value] = value
+    return value
 
 
 def subscriber_from_state(phone: str, state: Mapping[str, Any]) -> Subscriber:

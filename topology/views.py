@@ -92,12 +92,16 @@ class LocalViews:
     def clear(self) -> None:
         """After a rebalance (partitions may have moved; the next "Worker ready" or
         outage builds again) or at shutdown. A build running stops at its next step."""
+        self._reset()
+        self._generation += 1
+        self._building = None
+
+    def _reset(self) -> None:
+        """Empty views, not built, no scan taking updates."""
         self.index.clear()
         self.memory.clear()
         self.optouts.clear()
         self.built = False
-        self._generation += 1
-        self._building = None
         self._changed_subscribers = self._changed_optouts = None
 
     def start_building(self, sources: Sources, step: int = BUILD_STEP) -> None:
@@ -131,15 +135,12 @@ class LocalViews:
                 log.info("fan-out views: the store changed under the scan (attempt %d)", attempt)
             finally:
                 if not self.built and self._generation == generation:
-                    # Failed or starting again: nothing half built stays, nor is updated.
-                    self.index.clear()
-                    self.memory.clear()
-                    self.optouts.clear()
-                    self._changed_subscribers = self._changed_optouts = None
+                    self._reset()  # failed or starting again: nothing half built stays
         raise AssertionError("unreachable: the last attempt takes no steps")  # pragma: no cover
 
     async def _scan(self, sources: Sources, step: int, generation: int) -> bool:
         start = time.perf_counter()
+        self._reset()
         changed_subscribers = self._changed_subscribers = set()
         changed_optouts = self._changed_optouts = set()
         subscribers, optouts, memory = sources()
