@@ -390,7 +390,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             await _run_fanout(outage, partition)
 
     async def _run_fanout(outage: OutageEvent, partition: int) -> None:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         memory = views.memory_for(partition)
         summary = FanoutSummary()
         unsaved: list[tuple[str, list[tuple[str, str]]]] = []
@@ -465,7 +465,7 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
         targeted = sum(n for k, n in summary.counts.items() if k.startswith("targeted:"))
         log.log(
             logging.WARNING if late else logging.INFO,
-            "fan-out %s v%d p%d: %d targeted, %s; projected completion %s%s (%.2fs)",
+            "fan-out %s v%d p%d: %d targeted, %s; projected completion %s%s (%.2fs, cpu %.2fs)",
             outage.outage_id,
             outage.version,
             partition,
@@ -479,6 +479,9 @@ def create_app(settings: Settings | None = None) -> OutageSmsApp:
             projection.describe() if projection else "0m00s",
             f" EXCEEDS {s.fanout_warn_hours:g}h: add senders or raise their rates" if late else "",
             time.perf_counter() - started,
+            # The event loop's CPU time: well under the wall time means it waited (for the
+            # broker's acks, or for the CPU the broker took).
+            time.thread_time() - cpu,
         )
 
     async def handle_text(event: EventT[Any]) -> None:
