@@ -171,6 +171,17 @@ def bench_settings(
     )
 
 
+UVLOOP = os.environ.get("OUTAGE_SMS_BENCH_UVLOOP") == "1"
+"""Run the worker (and the replies bench's plain agent) on uvloop (bench.uvloop_worker)."""
+
+
+def spawn_worker(s: Settings, out: Any) -> subprocess.Popen[bytes]:
+    """``outage-sms worker``, on uvloop's loop when ``OUTAGE_SMS_BENCH_UVLOOP=1``."""
+    if UVLOOP:
+        return spawn("bench.uvloop_worker", [], s, out)
+    return spawn("outage_sms", ["worker"], s, out)
+
+
 def spawn(module: str, args: list[str], s: Settings, out: Any) -> subprocess.Popen[bytes]:
     """``python -m module args`` with the environment that makes it see ``s``."""
     return subprocess.Popen(
@@ -368,7 +379,7 @@ async def fanout_bench(
         log = Path(tmp) / "worker.log"
         with log.open("wb") as out:
             started = time.perf_counter()
-            proc = spawn("outage_sms", ["worker"], s, out)
+            proc = spawn_worker(s, out)
             try:
                 counting = Offsets(bootstrap, commands, partitions, count=kind == "tansu")
                 async with counting as offsets:
@@ -447,7 +458,7 @@ async def _warm_restart(
         ) as offsets:
             base = await offsets.quiet_total()
             started = time.perf_counter()
-            proc = spawn("outage_sms", ["worker"], s, out)
+            proc = spawn_worker(s, out)
             try:
                 deadline = started + 900
                 while b"Worker ready" not in log.read_bytes():

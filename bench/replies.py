@@ -38,12 +38,9 @@ from topology.settings import Settings
 from topology.topics import Role, TopicRegistry
 
 from .ceilings import Measurement
-from .fanout import Offsets, bench_settings, partition_of, phone, preload, spawn
+from .fanout import Offsets, bench_settings, partition_of, phone, preload, spawn, spawn_worker
 
 __all__ = ["RepliesResult", "render_replies", "replies_bench"]
-
-UVLOOP = os.environ.get("OUTAGE_SMS_BENCH_UVLOOP") == "1"
-"""Run the worker and the plain agent on uvloop (bench.uvloop_worker; Faust's ``--loop``)."""
 
 BODIES = ("when will it be fixed?", "STATUS", "is the power back?", "HELP", "STOP")
 
@@ -199,8 +196,7 @@ async def replies_bench(
 
         log = Path(tmp) / "worker.log"
         with log.open("wb") as out:
-            worker = "bench.uvloop_worker" if UVLOOP else "outage_sms"
-            proc = spawn(worker, [] if UVLOOP else ["worker"], s, out)
+            proc = spawn_worker(s, out)
             try:
                 commands = reg[Role.SEND_COMMANDS].name
                 async with Offsets(bootstrap, commands, partitions, count=kind == "tansu") as off:
