@@ -152,6 +152,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         OUTAGE_SMS_STORE=settings.store,
         OUTAGE_SMS_DATA_DIR=str(settings.data_dir),
         OUTAGE_SMS_LOG_LEVEL="INFO",
+        OUTAGE_SMS_EVENT_LOOP=settings.event_loop,
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -171,14 +172,8 @@ def bench_settings(
     )
 
 
-UVLOOP = os.environ.get("OUTAGE_SMS_BENCH_UVLOOP") == "1"
-"""Run the worker (and the replies bench's plain agent) on uvloop (bench.uvloop_worker)."""
-
-
 def spawn_worker(s: Settings, out: Any) -> subprocess.Popen[bytes]:
-    """``outage-sms worker``, on uvloop's loop when ``OUTAGE_SMS_BENCH_UVLOOP=1``."""
-    if UVLOOP:
-        return spawn("bench.uvloop_worker", [], s, out)
+    """``outage-sms worker``, on the event loop ``s`` names (OUTAGE_SMS_EVENT_LOOP)."""
     return spawn("outage_sms", ["worker"], s, out)
 
 

@@ -53,8 +53,8 @@ def main() -> None:
                     f.write(json.dumps({"n": n, "t": time.time()}) + "\n")
 
     sys.argv = [sys.argv[0], "worker", "-l", os.environ.get("PLAIN_LOG", "warn")]
-    if os.environ.get("OUTAGE_SMS_BENCH_UVLOOP") == "1":
-        # As the worker, when the bench measures uvloop (a top-level option of Faust's CLI).
+    if os.environ.get("OUTAGE_SMS_EVENT_LOOP", "uvloop") == "uvloop":
+        # On the worker's event loop (a top-level option of Faust's CLI).
         sys.argv[1:1] = ["--loop", "uvloop"]
     app.main()
 

@@ -17,6 +17,7 @@ from topology.settings import Settings
 
 from .admin import ensure_topics
 from .brokers import RunningBroker, start_broker
+from .fastloop import use_fast_loops
 
 __all__ = ["EXIT_SHUTDOWN_ABANDONED", "SHUTDOWN_TIMEOUT", "run_worker"]
 
@@ -94,6 +95,8 @@ def run_worker(settings: Settings, *, create_topics: bool = True) -> int:
     # Faust and aiokafka log every produced key and value at DEBUG: keys are phone numbers.
     for name in ("faust.transport.drivers.aiokafka", "aiokafka.producer.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+    if settings.event_loop == "uvloop":
+        use_fast_loops()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     bounded_stop = _BoundedStop(SHUTDOWN_TIMEOUT)

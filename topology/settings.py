@@ -266,6 +266,11 @@ class Settings(BaseSettings):
         description="Units a sender may send at once after idling; 1 paces strictly.",
     )
 
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="The worker's event loop: uvloop (when installed) writes a fan-out's "
+        "commands with less CPU; asyncio is the standard library's, for comparison.",
+    )
     web_enabled: bool = Field(default=False, description="Serve Faust's web server.")
     web_port: int = 6066
     log_level: str = "INFO"
