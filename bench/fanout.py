@@ -153,6 +153,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         OUTAGE_SMS_DATA_DIR=str(settings.data_dir),
         OUTAGE_SMS_LOG_LEVEL="INFO",
         OUTAGE_SMS_EVENT_LOOP=settings.event_loop,
+        OUTAGE_SMS_FANOUT_CONNECTIONS=str(settings.fanout_connections),
         PYTHONUNBUFFERED="1",
     )
     return env
