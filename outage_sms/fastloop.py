@@ -2,10 +2,10 @@
 
 uvloop's event loop costs about half of asyncio's CPU per callback and per socket
 operation; the dispatcher and the fake provider are bound by exactly that
-(bench/results/dispatch.md). The worker's fan-out writes its commands through it too:
-300,000 customers on Kafka, alternated, 69,402 and 81,110 commands/s on uvloop against
-60,523 and 73,144 on asyncio's loop (bench/results/latest.md). It is optional: nothing
-depends on its behaviour.
+(bench/results/dispatch.md). The worker runs on it too: a 300,000-customer fan-out on
+Kafka, in alternated pairs, 69,402 / 81,110 commands/s against 60,523 / 73,144 on asyncio's
+loop, and a new worker's recovery 86-101 s against 104-108 s (bench/results/latest.md).
+It is optional: nothing depends on its behaviour.
 """
 
 from __future__ import annotations
