@@ -78,6 +78,14 @@ class _Worker(faust.Worker):
         super()._schedule_shutdown(signal)
 
 
+def new_loop(settings: Settings) -> asyncio.AbstractEventLoop:
+    """The worker's event loop, as ``settings.event_loop`` names it. uvloop's policy is
+    installed for the whole process, so Faust's consumer thread runs on it too."""
+    if settings.event_loop == "uvloop" and not use_fast_loops():
+        log.warning("uvloop is not installed: the worker runs on asyncio's event loop")
+    return asyncio.new_event_loop()
+
+
 def run_worker(settings: Settings, *, create_topics: bool = True) -> int:
     embedded: RunningBroker | None = None
     if not settings.bootstrap_servers:
@@ -95,9 +103,7 @@ def run_worker(settings: Settings, *, create_topics: bool = True) -> int:
     # Faust and aiokafka log every produced key and value at DEBUG: keys are phone numbers.
     for name in ("faust.transport.drivers.aiokafka", "aiokafka.producer.producer"):
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
-    if settings.event_loop == "uvloop":
-        use_fast_loops()
-    loop = asyncio.new_event_loop()
+    loop = new_loop(settings)
     asyncio.set_event_loop(loop)
     bounded_stop = _BoundedStop(SHUTDOWN_TIMEOUT)
     try:

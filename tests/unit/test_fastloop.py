@@ -1,20 +1,21 @@
-"""The worker's event loop: uvloop for every loop the process makes, Faust's consumer
-thread included, once ``use_fast_loops`` ran."""
+"""The worker's event loop: uvloop's unless the settings say asyncio."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
-import uvloop
 
-from outage_sms.fastloop import use_fast_loops
+from outage_sms.worker import new_loop
+from topology.settings import Settings
+
+uvloop = pytest.importorskip("uvloop")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_policy() -> Iterator[None]:
+    """The uvloop policy is process-wide: put the test process's own back."""
     saved = asyncio.get_event_loop_policy()
     try:
         yield
@@ -22,19 +23,16 @@ def restore_policy() -> Iterator[None]:
         asyncio.set_event_loop_policy(saved)
 
 
-def test_every_new_loop_is_uvloop_once_installed(restore_policy: None) -> None:
-    assert use_fast_loops() is True
-    made: list[asyncio.AbstractEventLoop] = []
-
-    def in_a_thread() -> None:  # as mode's ServiceThread makes its loop
-        made.append(asyncio.new_event_loop())
-
-    thread = threading.Thread(target=in_a_thread)
-    thread.start()
-    thread.join()
-    made.append(asyncio.new_event_loop())
+@pytest.mark.parametrize(("setting", "on_uvloop"), [("asyncio", False), ("uvloop", True)])
+def test_the_worker_loop_follows_the_setting(setting: str, on_uvloop: bool) -> None:
+    loop = new_loop(Settings(event_loop=setting))  # type: ignore[arg-type]
     try:
-        assert all(isinstance(loop, uvloop.Loop) for loop in made)
+        assert isinstance(loop, uvloop.Loop) is on_uvloop
+        # Faust's consumer thread makes its own loop later: the same kind.
+        later = asyncio.new_event_loop()
+        try:
+            assert isinstance(later, uvloop.Loop) is on_uvloop
+        finally:
+            later.close()
     finally:
-        for loop in made:
-            loop.close()
+        loop.close()
